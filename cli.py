@@ -1,0 +1,171 @@
+"""The ``stepdata`` command: every stage and tool of the toolkit as a subcommand.
+
+Each subcommand is a thin wrapper over a library call of the same name, so what
+a user runs in a shell is what a notebook runs in Python.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+import stepdata
+from stepdata.answers import AnswerCheckConfig, check_answer, extract_answer
+from stepdata.io import SchemaError, read_metadata, read_table, write_table
+from stepdata.loaders import KNOWN_SETS, BadRowError, load_problems
+from stepdata.prompts import list_prompts, load_prompt, prompts_dir
+from stepdata.steps import split_steps
+
+
+def _read_text_arg(text: str) -> str:
+    return sys.stdin.read() if text == "-" else text
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(stepdata.__version__, prog_name="stepdata")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Build step-level preference data for math reasoning, and train on it.
+
+    \b
+    Data sets by name (read from --data-dir or $STEPDATA_DATA_DIR, never downloaded):
+      embedded[:N], gsm8k, gsm8k:train, math500, svamp, multiarith,
+      processbench:gsm8k, processbench:math
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command("problems")
+@click.argument("source")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Problems table to write (.parquet).")
+@click.option("--format", "fmt", type=click.Choice(["gsm8k", "math", "svamp", "multiarith", "processbench", "generic"]),
+              help="Data set format (detected when omitted).")
+@click.option("--column", "columns", multiple=True, metavar="OURS=THEIRS",
+              help="Map a column, e.g. --column question=prompt --column answer=target.")
+@click.option("--skip-bad-rows", is_flag=True, help="Record bad rows in OUT.bad_rows.jsonl instead of failing.")
+@click.option("--limit", type=int, help="Read at most this many problems.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR",
+              help="Folder holding the named data sets.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for embedded problems.")
+def problems_cmd(source: str, out: str, fmt: str | None, columns: tuple[str, ...], skip_bad_rows: bool,
+                 limit: int | None, data_dir: str | None, seed: int) -> None:
+    """Load SOURCE (a file or a data set name) and write it as a problems table."""
+    mapping = {}
+    for item in columns:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours or not theirs:
+            raise click.BadParameter(f"{item!r} is not OURS=THEIRS", param_hint="--column")
+        mapping[ours] = theirs
+    try:
+        df = load_problems(source, format=fmt, columns=mapping, skip_bad_rows=skip_bad_rows,
+                           limit=limit, data_dir=data_dir, seed=seed)
+    except (BadRowError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    config = {"command": "problems", "source": source, "format": fmt, "columns": mapping, "limit": limit, "seed": seed}
+    write_table(df, out, "problems", config=config)
+    bad = df.attrs.get("bad_rows", [])
+    click.echo(f"wrote {len(df)} problems to {out}")
+    if bad:
+        bad_path = Path(out).with_suffix(".bad_rows.jsonl")
+        bad_path.write_text("".join(json.dumps(r) + "\n" for r in bad), encoding="utf-8")
+        click.echo(f"skipped {len(bad)} bad row(s); listed in {bad_path}", err=True)
+
+
+@main.command("make-problems")
+@click.option("--n", "count", type=int, default=100, show_default=True, help="How many problems.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--min-steps", type=click.IntRange(2, 6), default=2, show_default=True)
+@click.option("--max-steps", type=click.IntRange(2, 6), default=6, show_default=True)
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)
+def make_problems_cmd(count: int, seed: int, min_steps: int, max_steps: int, out: str) -> None:
+    """Generate embedded arithmetic word problems (no external data needed)."""
+    if min_steps > max_steps:
+        raise click.BadParameter("--min-steps is larger than --max-steps")
+    df = stepdata.make_problems(count, seed=seed, min_steps=min_steps, max_steps=max_steps)
+    write_table(df, out, "problems", config={"command": "make-problems", "n": count, "seed": seed,
+                                             "min_steps": min_steps, "max_steps": max_steps})
+    click.echo(f"wrote {len(df)} embedded problems to {out}")
+
+
+@main.command("check")
+@click.argument("gold")
+@click.argument("pred")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds before a check gives up.")
+@click.option("--no-fast-path", is_flag=True, help="Send even plain numbers to Math-Verify.")
+def check_cmd(gold: str, pred: str, timeout: float, no_fast_path: bool) -> None:
+    """Say whether answer PRED equals gold answer GOLD (gold first)."""
+    verdict = check_answer(gold, pred, AnswerCheckConfig(timeout=timeout, fast_path=not no_fast_path))
+    click.echo(json.dumps({"match": verdict.match, "status": verdict.status, "path": verdict.path,
+                           "detail": verdict.detail}))
+
+
+@main.command("extract")
+@click.argument("text")
+@click.option("--no-last-number", is_flag=True, help="Do not fall back to the last number in the text.")
+def extract_cmd(text: str, no_last_number: bool) -> None:
+    """Print the final answer stated in TEXT ('-' reads standard input)."""
+    answer = extract_answer(_read_text_arg(text), last_number_fallback=not no_last_number)
+    if answer is None:
+        raise click.ClickException("no answer found")
+    click.echo(answer)
+
+
+@main.command("split")
+@click.argument("text")
+@click.option("--mode", type=click.Choice(["auto", "markers", "paragraphs", "lines"]), default="auto", show_default=True)
+def split_cmd(text: str, mode: str) -> None:
+    """Print the steps of TEXT ('-' reads standard input) as a JSON list."""
+    click.echo(json.dumps(split_steps(_read_text_arg(text), mode), indent=2, ensure_ascii=False))
+
+
+@main.command("show")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rows", type=int, default=5, show_default=True, help="How many rows to print.")
+def show_cmd(path: str, rows: int) -> None:
+    """Describe a stepdata table: kind, schema version, config, size and first rows."""
+    meta = read_metadata(path)
+    try:
+        df = read_table(path)
+    except SchemaError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"kind: {meta.get('kind', 'unknown (not written by stepdata)')}")
+    click.echo(f"schema version: {meta.get('schema_version')}  written by stepdata {meta.get('stepdata_version')}")
+    click.echo(f"config: {json.dumps(meta.get('config', {}))}")
+    click.echo(f"rows: {len(df)}  columns: {', '.join(df.columns)}")
+    if rows:
+        with_pd = df.head(rows).to_string(max_colwidth=60)
+        click.echo(with_pd)
+
+
+@main.command("prompts")
+@click.argument("name", required=False)
+def prompts_cmd(name: str | None) -> None:
+    """List the shipped prompt templates, or print template NAME."""
+    if name is None:
+        click.echo(f"templates in {prompts_dir()}:")
+        for item in list_prompts():
+            click.echo(f"  {item}")
+        return
+    try:
+        template = load_prompt(name)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    for role, text in template.messages:
+        click.echo(f"[{role}]\n{text}")
+
+
+@main.command("datasets")
+def datasets_cmd() -> None:
+    """List the data set names load_problems understands."""
+    for name, (relative, fmt, _source) in KNOWN_SETS.items():
+        click.echo(f"{name:20s} {fmt:13s} <data-dir>/{relative}")
+    click.echo(f"{'embedded[:N]':20s} {'generated':13s} (built in, no files)")
+
+
+if __name__ == "__main__":
+    main()

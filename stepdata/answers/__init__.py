@@ -1,0 +1,26 @@
+"""Final answers: extract them from text, then decide whether they match the gold one."""
+
+from stepdata.answers.extract import extract_answer, last_boxed
+from stepdata.answers.numbers import PlainNumber, numbers_equal, parse_plain_number
+from stepdata.answers.verify import (
+    DEFAULT_CONFIG,
+    AnswerCheckConfig,
+    Verdict,
+    answers_match,
+    check_answer,
+    check_answers,
+)
+
+__all__ = [
+    "AnswerCheckConfig",
+    "DEFAULT_CONFIG",
+    "PlainNumber",
+    "Verdict",
+    "answers_match",
+    "check_answer",
+    "check_answers",
+    "extract_answer",
+    "last_boxed",
+    "numbers_equal",
+    "parse_plain_number",
+]

@@ -1,0 +1,116 @@
+"""Reading records from JSONL, JSON, CSV and Parquet files, each with its location.
+
+A record's location (file and line, or item/row number) travels with it so a
+bad record can be reported precisely, whichever format it came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a record came from, in the words a person uses to find it."""
+
+    file: str
+    line: int | None = None  # 1-based line (JSONL, CSV)
+    item: int | None = None  # 0-based item/row (JSON arrays, Parquet)
+
+    def __str__(self) -> str:
+        if self.line is not None:
+            return f"{self.file}, line {self.line}"
+        if self.item is not None:
+            return f"{self.file}, item {self.item}"
+        return self.file
+
+
+class BadRowError(ValueError):
+    """A record that cannot become a row; names the file, the line and the field."""
+
+    def __init__(self, location: Location, field: str | None, message: str):
+        self.location = location
+        self.field = field
+        self.message = message
+        where = f"{location}" + (f", field {field!r}" if field else "")
+        super().__init__(f"{where}: {message}")
+
+    def as_record(self) -> dict[str, Any]:
+        """The error as a row of a bad-rows report."""
+        return {
+            "file": self.location.file,
+            "line": self.location.line,
+            "item": self.location.item,
+            "field": self.field,
+            "error": self.message,
+        }
+
+
+Record = tuple[Location, Any]
+
+
+def _jsonl(path: Path) -> Iterator[Record]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            location = Location(str(path), line=number)
+            try:
+                yield location, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield location, BadRowError(location, None, f"invalid JSON ({exc.msg} at column {exc.colno})")
+
+
+def _json(path: Path) -> Iterator[Record]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadRowError(Location(str(path), line=exc.lineno), None, f"invalid JSON ({exc.msg})") from None
+    if isinstance(data, dict):
+        # {"data": [...]} or {"id": {...}, ...}
+        items = data.get("data") if isinstance(data.get("data"), list) else list(data.values())
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise BadRowError(Location(str(path)), None, "expected a JSON array of records")
+    for index, item in enumerate(items):
+        yield Location(str(path), item=index), item
+
+
+def _csv(path: Path) -> Iterator[Record]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            yield Location(str(path), line=reader.line_num), row
+
+
+def _parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    for index, row in enumerate(table.to_pylist()):
+        yield Location(str(path), item=index), row
+
+
+READERS = {".jsonl": _jsonl, ".ndjson": _jsonl, ".json": _json, ".csv": _csv, ".parquet": _parquet}
+
+
+def iter_records(path: str | Path) -> Iterator[Record]:
+    """Yield (location, record) pairs; a record that failed to parse is a BadRowError."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"{path}: unknown file type {path.suffix!r}; expected one of {sorted(READERS)}")
+    if path.suffix.lower() == ".json":
+        # A .json file may hold JSON lines; tell by its first character.
+        with path.open(encoding="utf-8") as handle:
+            head = handle.read(4096).lstrip()
+        if head.startswith("{") and "\n{" in head:
+            reader = _jsonl
+    return reader(path)

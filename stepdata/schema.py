@@ -1,0 +1,116 @@
+"""Explicit pyarrow schemas for the four tables stepdata reads and writes.
+
+Every stage consumes one of these tables and produces another, so the schema is
+the contract between stages, notebooks and trainers. Keeping them explicit (not
+inferred from a DataFrame) means a column that silently changed type in one stage
+fails loudly at the write, naming the column, instead of three stages later.
+
+Conventions: steps are indexed from 0 in data (ProcessBench's convention,
+``error_step = -1`` means "no error", null means "unknown"); people are shown
+"Step k" counted from 1.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+PAIR_KINDS = ("step-dpo", "scdpo", "dpo")
+
+SAMPLING_TYPE = pa.struct(
+    [
+        pa.field("n", pa.int64()),
+        pa.field("temperature", pa.float64()),
+        pa.field("top_p", pa.float64()),
+        pa.field("max_tokens", pa.int64()),
+        pa.field("seed", pa.int64()),
+    ]
+)
+
+PROVENANCE_TYPE = pa.struct(
+    [
+        pa.field("model", pa.string()),
+        pa.field("sampling", pa.string()),  # JSON text: differs by stage
+        pa.field("localizer", pa.string()),
+    ]
+)
+
+PROBLEMS = pa.schema(
+    [
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("answer", pa.string()),  # gold final answer as text; null when the source has none
+        pa.field("solution", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("meta", pa.string()),  # JSON text
+    ]
+)
+
+ROLLOUTS = pa.schema(
+    [
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("rollout_id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completion", pa.string()),
+        pa.field("steps", pa.list_(pa.string())),
+        pa.field("pred_answer", pa.string()),
+        pa.field("correct", pa.bool_()),  # null when the answer could not be judged
+        pa.field("finish_reason", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("sampling", SAMPLING_TYPE),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+        pa.field("error", pa.string()),  # why this row failed; null when it did not
+    ]
+)
+
+LOCALIZED = pa.schema(
+    list(ROLLOUTS)
+    + [
+        pa.field("error_step", pa.int64()),  # 0-based; -1 = no error; null = unknown
+        pa.field("method", pa.string()),
+        pa.field("votes", pa.list_(pa.int64())),
+        pa.field("confidence", pa.float64()),
+        pa.field("rationale", pa.string()),
+        pa.field("localizer_calls", pa.int64()),
+        pa.field("localizer_tokens", pa.int64()),
+    ]
+)
+
+PAIRS = pa.schema(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("answer", pa.string()),
+        pa.field("prefix_steps", pa.list_(pa.string())),
+        pa.field("chosen", pa.string(), nullable=False),
+        pa.field("rejected", pa.string(), nullable=False),
+        pa.field("chosen_full", pa.string()),
+        pa.field("rejected_full", pa.string()),
+        pa.field("error_step", pa.int64()),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("provenance", PROVENANCE_TYPE),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "problems": PROBLEMS,
+    "rollouts": ROLLOUTS,
+    "localized": LOCALIZED,
+    "pairs": PAIRS,
+}
+
+# Values a column may take, checked row by row at write time.
+ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("pairs", "kind"): PAIR_KINDS,
+}
+
+
+def schema_for(kind: str) -> pa.Schema:
+    """Return the schema of table ``kind``, or raise naming the kinds that exist."""
+    try:
+        return SCHEMAS[kind]
+    except KeyError:
+        raise ValueError(f"unknown table kind {kind!r}; expected one of {sorted(SCHEMAS)}") from None
