@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,6 +61,14 @@ def _first_bad_row(values: list[Any], field: pa.Field) -> tuple[int, Any, str]:
 def _column_to_arrow(df: pd.DataFrame, field: pa.Field, kind: str) -> pa.Array:
     series = df[field.name]
     values = series.tolist()
+    if pa.types.is_list(field.type):
+        # pyarrow would read a string as a list of its characters: refuse it instead.
+        for row, value in enumerate(values):
+            if value is not None and not isinstance(value, (list, tuple, np.ndarray)):
+                raise SchemaError(
+                    f"{kind} table: column {field.name!r} must be a list; row {row} holds "
+                    f"{type(value).__name__} {str(value)[:80]!r}"
+                )
     try:
         array = pa.array(values, type=field.type, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):

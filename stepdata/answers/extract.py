@@ -22,6 +22,7 @@ _ANSWER_IS = re.compile(
     re.IGNORECASE,
 )
 _HOPE_SUFFIX = re.compile(r"\.?\s*I hope it is correct.*$", re.IGNORECASE | re.DOTALL)
+_SENTENCE_END = re.compile(r"\.(?=\s)")
 _LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
@@ -64,7 +65,8 @@ def _clean(answer: str) -> str | None:
         if inner is None:
             break
         answer = inner.group(1)
-    answer = _HOPE_SUFFIX.sub("", answer).strip()
+    answer = _HOPE_SUFFIX.sub("", answer)
+    answer = _SENTENCE_END.split(answer, maxsplit=1)[0].strip()
     if answer.endswith("."):
         answer = answer[:-1].rstrip()
     if len(answer) >= 2 and answer.startswith("$") and answer.endswith("$"):

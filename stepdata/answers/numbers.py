@@ -25,7 +25,7 @@ from fractions import Fraction
 MAX_FAST_CHARS = 120
 
 # Words that look like units but are mathematics: never strip them as a unit.
-_MATH_WORDS = {
+MATH_WORDS = {
     "pi", "e", "i", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp",
     "inf", "infty", "infinity", "mod", "and", "or", "to", "of", "times", "plus", "minus",
     "over", "divided", "by", "x", "y", "z", "n", "k", "m",
@@ -78,7 +78,7 @@ def parse_plain_number(text: str) -> PlainNumber | None:
         return None
     units = match.group("units") or ""
     for word in _UNIT_WORD.findall(re.sub(r"\\(?:text|mathrm|textbf)", "", units)):
-        if word.lower() in _MATH_WORDS:
+        if word.lower() in MATH_WORDS:
             return None
     negative = match.group("sign") is not None
     if match.group("fnum") is not None:

@@ -24,13 +24,16 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from stepdata.answers.bounded import BoundedPool, shared_pool
-from stepdata.answers.numbers import numbers_equal, parse_plain_number
+from stepdata.answers.numbers import MATH_WORDS, numbers_equal, parse_plain_number
 
 log = logging.getLogger(__name__)
 
 WORKER_MODULE = "stepdata.answers.mathverify_worker"
 
-_DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox|\\begin\{")
+_DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed|\\fbox")
+# LaTeX that holds letters without being words of prose: \text{...}, \begin{pmatrix}, ...
+_TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname|begin|end)\s*\{[^{}]*\}")
+_WORDS_ONLY = re.compile(r"^\s*[A-Za-z]{2,}(?:[ '\-]+[A-Za-z]+)*\s*$")
 _PLAIN_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 
 
@@ -56,7 +59,7 @@ class Verdict:
 
     match: bool
     status: str  # match | mismatch | no_answer | unparseable | timeout | too_long | error
-    path: str  # fast | math-verify | none
+    path: str  # exact | fast | math-verify | none
     detail: str = ""
 
     @property
@@ -85,10 +88,13 @@ def as_math_verify_text(answer: str) -> str:
     """Present a bare answer to Math-Verify the way it reads answers best.
 
     LaTeX-looking answers ("\\frac{1}{2}", "(3, \\pi)", "x^2+1") are wrapped in
-    ``$...$`` so they parse whole; texts that already carry delimiters, or that
-    contain words ("18 dollars", "28 percent"), are passed as they are.
+    ``$...$`` so they parse whole; an answer that is only words ("Evelyn",
+    "east") is read as text; texts that already carry delimiters, or that mix
+    words and numbers ("18 dollars", "28 percent"), are passed as they are.
     """
-    if _DELIMITED.search(answer) or _PLAIN_WORD.search(answer):
+    if _WORDS_ONLY.match(answer) and not MATH_WORDS.intersection(answer.lower().split()):
+        return f"$\\text{{{answer.strip()}}}$"
+    if _DELIMITED.search(answer) or _PLAIN_WORD.search(_TEXT_COMMAND.sub(" ", answer)):
         return answer
     return f"${answer}$"
 
@@ -145,6 +151,8 @@ def _check(gold: str | None, pred: str | None, config: AnswerCheckConfig, pool: 
     gold, pred = str(gold), str(pred)
     if len(gold) > config.max_chars or len(pred) > config.max_chars:
         return Verdict(False, "too_long", "none", f"answer longer than {config.max_chars} characters")
+    if gold.strip() == pred.strip():
+        return Verdict(True, "match", "exact")
     if config.fast_path and "expr" in config.match_types:
         gold_number = parse_plain_number(gold)
         if gold_number is not None:
