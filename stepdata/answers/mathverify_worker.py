@@ -45,9 +45,12 @@ def _extraction_config(match_types: tuple[str, ...], boxed_first: bool) -> tuple
     return tuple(targets)
 
 
-@lru_cache(maxsize=4096)
 def _parse(text: str, match_types: tuple[str, ...], boxed_first: bool) -> tuple:
     return tuple(parse(text, _extraction_config(match_types, boxed_first), parsing_timeout=None))
+
+
+# A gold answer is checked against every sample of its problem: parse it once.
+_parse_gold = lru_cache(maxsize=4096)(_parse)
 
 
 def verify_texts(
@@ -59,7 +62,7 @@ def verify_texts(
     allow_set_relation_comp: bool,
 ) -> tuple[bool, bool, bool]:
     """Parse both texts and compare them; returns (match, gold_parsed, pred_parsed)."""
-    gold_parsed = _parse(gold, match_types, True)
+    gold_parsed = _parse_gold(gold, match_types, True)
     pred_parsed = _parse(pred, match_types, True)
     if not gold_parsed or not pred_parsed:
         return False, bool(gold_parsed), bool(pred_parsed)
