@@ -12,13 +12,7 @@ import os
 import pickle
 import sys
 
-from stepdata.answers.bounded import _HEADER
-
-
-def _send(out, obj) -> None:  # noqa: ANN001 - a binary file object
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_HEADER.pack(len(payload)) + payload)
-    out.flush()
+from stepdata.answers.bounded import _HEADER, _write_frame as _send
 
 
 def _read(inp, size: int) -> bytes | None:  # noqa: ANN001
