@@ -17,6 +17,7 @@ import stepdata
 from stepdata.answers import AnswerCheckConfig, check_answer, extract_answer
 from stepdata.io import SchemaError, read_metadata, read_table, write_table
 from stepdata.loaders import KNOWN_SETS, BadRowError, load_problems
+from stepdata.models import MODELS, fetch_model
 from stepdata.prompts import list_prompts, load_prompt, prompts_dir
 from stepdata.steps import split_steps
 
@@ -159,6 +160,70 @@ def prompts_cmd(name: str | None) -> None:
         click.echo(f"[{role}]\n{text}")
 
 
+@main.group("model")
+def model_group() -> None:
+    """Get small real models without a model hub."""
+
+
+@model_group.command("fetch")
+@click.argument("name", type=click.Choice(sorted(MODELS)))
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Folder to put it in (default: the cache).")
+@click.option("--force", is_flag=True, help="Build it again even if it is cached.")
+def model_fetch_cmd(name: str, directory: str | None, force: bool) -> None:
+    """Build model NAME as a local safetensors folder and print its path."""
+    try:
+        path = fetch_model(name, directory=directory, force=force)
+    except (RuntimeError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(str(path))
+
+
+@model_group.command("list")
+def model_list_cmd() -> None:
+    """List the models `stepdata model fetch` knows."""
+    for name, source in MODELS.items():
+        click.echo(f"{name:10s} {source.description}")
+
+
+@main.command("generate")
+@click.option("--backend", type=click.Choice(["auto", "vllm", "openai", "hf"]), default="auto", show_default=True)
+@click.option("--model", required=True, help="Model folder (vllm, hf) or served model name (openai).")
+@click.option("--base-url", help="OpenAI-compatible server URL (openai backend); the key comes from $OPENAI_API_KEY.")
+@click.option("--question", help="A question, sent with the prompt template.")
+@click.option("--prompt", "raw_prompt", help="A raw prompt, sent as is.")
+@click.option("--template", default="step_by_step", show_default=True, help="Prompt template for --question.")
+@click.option("--n", type=int, default=1, show_default=True)
+@click.option("--temperature", type=float, default=0.8, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--max-tokens", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def generate_cmd(backend: str, model: str, base_url: str | None, question: str | None, raw_prompt: str | None,
+                 template: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int) -> None:
+    """Sample completions for one question or prompt and print them as JSON (a smoke test for a backend)."""
+    from stepdata.generation import GenerationRequest, SamplingConfig, make_generator
+
+    if (question is None) == (raw_prompt is None):
+        raise click.UsageError("give exactly one of --question and --prompt")
+    try:
+        sampling = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    request = (GenerationRequest.chat("q", load_prompt(template).render(question=question)) if question is not None
+               else GenerationRequest.raw("q", raw_prompt))
+    options = {"base_url": base_url} if backend == "openai" and base_url else {}
+    with make_generator(backend, model, **options) as generator:
+        result = generator.generate([request], sampling)[0]
+        stats = generator.last_stats
+    click.echo(json.dumps({
+        "prompt": result.prompt_text, "error": result.error,
+        "completions": [{"text": c.text, "finish_reason": c.finish_reason, "tokens": c.completion_tokens}
+                        for c in result.completions],
+        "stats": stats.as_dict() if stats else None,
+    }, indent=2, ensure_ascii=False))
+    if result.error:
+        raise SystemExit(1)
+
+
 @main.command("datasets")
 def datasets_cmd() -> None:
     """List the data set names load_problems understands."""
@@ -167,5 +232,5 @@ def datasets_cmd() -> None:
     click.echo(f"{'embedded[:N]':20s} {'generated':13s} (built in, no files)")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # vLLM spawns workers: keep the entry point guarded
     main()

@@ -1,0 +1,107 @@
+"""The generator interface shared by the vLLM, OpenAI-compatible and transformers backends.
+
+Stages only ever call :meth:`Generator.generate` with a list of requests and one
+:class:`SamplingConfig`, and get one :class:`GenerationResult` per request in the
+same order. A request that fails (retries exhausted, a server that refuses it)
+comes back with ``error`` set; it is never dropped and never raises out of the
+batch, so a stage can record it and retry it on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+from stepdata.generation.progress import GenerationStats, Progress
+from stepdata.generation.types import GenerationRequest, GenerationResult, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+
+class Generator(ABC):
+    """Samples completions from one model. Use as a context manager to release it."""
+
+    backend: str = "base"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.last_stats: GenerationStats | None = None
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig, *, progress: bool = True
+    ) -> list[GenerationResult]:
+        """Sample ``sampling.n`` completions for every request; results in request order."""
+        requests = list(requests)
+        ids = [r.request_id for r in requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("request ids must be unique within a generate call")
+        stats = GenerationStats(backend=self.backend, requests=len(requests))
+        reporter = Progress(f"generate[{self.backend}]", len(requests), enabled=progress)
+        start = time.monotonic()
+        results = self._generate(requests, sampling, reporter, stats) if requests else []
+        stats.seconds = time.monotonic() - start
+        if [r.request_id for r in results] != ids:
+            raise RuntimeError(f"{self.backend} backend returned results out of order or incomplete")
+        for result in results:
+            stats.failed_requests += not result.ok
+            stats.samples += len(result.completions)
+            stats.prompt_tokens += result.prompt_tokens or 0
+            stats.completion_tokens += sum(c.completion_tokens or 0 for c in result.completions)
+            if result.cached_prompt_tokens is not None:
+                stats.cached_prompt_tokens = (stats.cached_prompt_tokens or 0) + result.cached_prompt_tokens
+        self.last_stats = stats
+        if progress:
+            log.warning("%s", stats.summary()) if stats.failed_requests else log.info("%s", stats.summary())
+        return results
+
+    @abstractmethod
+    def _generate(
+        self, requests: list[GenerationRequest], sampling: SamplingConfig, progress: Progress, stats: GenerationStats
+    ) -> list[GenerationResult]:
+        """Backend-specific sampling; must return one result per request, in order."""
+
+    def render(self, request: GenerationRequest) -> str | None:
+        """The exact prompt text this backend sends for ``request`` (None if only the server knows)."""
+        return None
+
+    def close(self) -> None:
+        """Release the model or connections (idempotent)."""
+
+    def __enter__(self) -> "Generator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+BACKENDS = ("vllm", "openai", "hf")
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_generator(backend: str, model: str, **options: Any) -> Generator:
+    """Build a backend by name: ``vllm``, ``openai``, ``hf`` (transformers) or ``auto``.
+
+    ``auto`` picks vLLM when it is installed and transformers otherwise.
+    """
+    if backend == "auto":
+        backend = "vllm" if vllm_available() else "hf"
+    if backend == "vllm":
+        from stepdata.generation.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model, **options)
+    if backend == "openai":
+        from stepdata.generation.openai_backend import OpenAIGenerator
+
+        return OpenAIGenerator(model, **options)
+    if backend in ("hf", "transformers"):
+        from stepdata.generation.hf_backend import TransformersGenerator
+
+        return TransformersGenerator(model, **options)
+    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS + ('auto',)}")

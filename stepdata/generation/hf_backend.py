@@ -1,0 +1,181 @@
+"""transformers backend: batched sampling for small models and machines without vLLM.
+
+The sampling loop is ours rather than ``model.generate`` so that every sample
+draws from its own seeded ``torch.Generator``: sample i of a request is the same
+whatever else is in the batch, which makes resumed and sharded runs reproducible.
+Batches are left-padded, sorted by length, and decode with the KV cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from stepdata.generation.base import Generator
+from stepdata.generation.progress import GenerationStats, Progress
+from stepdata.generation.templates import encode_prompt, render_prompt
+from stepdata.generation.types import Completion, GenerationRequest, GenerationResult, SamplingConfig, derive_seed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Sequence:
+    request_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    seed: int
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TransformersGenerator(Generator):
+    """Samples with a transformers causal LM, ``batch_size`` sequences at a time."""
+
+    backend = "hf"
+
+    def __init__(
+        self,
+        model: str | Any,
+        *,
+        tokenizer: Any | None = None,
+        device: str = "auto",
+        dtype: str | None = None,
+        batch_size: int = 16,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = _pick_device(device)
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
+        if isinstance(model, str):
+            name = model
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+            self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+        else:
+            if tokenizer is None:
+                raise ValueError("pass tokenizer= with a model object")
+            name = getattr(model.config, "_name_or_path", type(model).__name__)
+            self.tokenizer, self.lm = tokenizer, model
+        super().__init__(name)
+        self.lm.to(self.device).eval()
+        self.batch_size = batch_size
+        eos = self.lm.generation_config.eos_token_id if self.lm.generation_config else None
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        self.eos_ids = eos_ids
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(eos_ids or {0})
+
+    def render(self, request: GenerationRequest) -> str:
+        return render_prompt(self.tokenizer, request)
+
+    def _generate(
+        self, requests: list[GenerationRequest], sampling: SamplingConfig, progress: Progress, stats: GenerationStats
+    ) -> list[GenerationResult]:
+        results: list[GenerationResult] = []
+        sequences: list[_Sequence] = []
+        for index, request in enumerate(requests):
+            try:
+                text = self.render(request)
+                ids = encode_prompt(self.tokenizer, request, text)
+            except Exception as exc:  # noqa: BLE001 - a bad request is a per-row error
+                results.append(GenerationResult(request.request_id, None, None, error=f"{type(exc).__name__}: {exc}"))
+                continue
+            results.append(GenerationResult(request.request_id, text, len(ids), completions=[None] * sampling.n))  # type: ignore[list-item]
+            for sample in range(sampling.n):
+                sequences.append(_Sequence(index, sample, ids, derive_seed(sampling.seed, request.request_id, sample) or 0))
+        remaining = {i: sampling.n for i, r in enumerate(results) if r.ok}
+        sequences.sort(key=lambda s: len(s.prompt_ids))
+        for start in range(0, len(sequences), self.batch_size):
+            batch = sequences[start : start + self.batch_size]
+            for seq, completion in zip(batch, self._sample_batch(batch, sampling)):
+                results[seq.request_index].completions[seq.sample_index] = completion
+                remaining[seq.request_index] -= 1
+                if remaining[seq.request_index] == 0:
+                    progress.update(1, sum(c.completion_tokens or 0 for c in results[seq.request_index].completions))
+        for index, result in enumerate(results):
+            if not result.ok:
+                progress.update(1)
+        return results
+
+    def _sample_batch(self, batch: list[_Sequence], sampling: SamplingConfig) -> list[Completion]:
+        import torch
+
+        device = self.device
+        width = max(len(s.prompt_ids) for s in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            input_ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids)
+            attention[row, width - len(seq.prompt_ids) :] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        generators = [torch.Generator(device=device).manual_seed(seq.seed) for seq in batch]
+        generated: list[list[int]] = [[] for _ in batch]
+        logprobs: list[list[float]] = [[] for _ in batch]
+        finish: list[str | None] = [None] * len(batch)
+        texts: list[str | None] = [None] * len(batch)
+        past = None
+        step_ids, step_positions = input_ids, positions
+        with torch.inference_mode():
+            for _ in range(sampling.max_tokens):
+                out = self.lm(input_ids=step_ids, attention_mask=attention, position_ids=step_positions,
+                              past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                logits = out.logits[:, -1, :].float()
+                chosen = self._choose(logits, sampling, generators)
+                raw_logprobs = torch.log_softmax(logits, dim=-1) if sampling.logprobs else None
+                for row in range(len(batch)):
+                    if finish[row] is not None:
+                        chosen[row] = self.pad_id
+                        continue
+                    token = int(chosen[row])
+                    generated[row].append(token)
+                    if raw_logprobs is not None:
+                        logprobs[row].append(float(raw_logprobs[row, token]))
+                    if token in self.eos_ids:
+                        finish[row] = "stop"
+                    elif sampling.stop:
+                        text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+                        cut = min((i for i in (text.find(s) for s in sampling.stop) if i >= 0), default=-1)
+                        if cut >= 0:
+                            finish[row], texts[row] = "stop", text[:cut]
+                if all(f is not None for f in finish):
+                    break
+                step_ids = chosen.view(-1, 1).to(device)
+                attention = torch.cat([attention, torch.ones((len(batch), 1), dtype=attention.dtype, device=device)], 1)
+                step_positions = step_positions[:, -1:] + 1
+        completions = []
+        for row in range(len(batch)):
+            text = texts[row]
+            if text is None:
+                text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            completions.append(Completion(text, finish[row] or "length", len(generated[row]),
+                                          logprobs[row] if sampling.logprobs else None, generated[row]))
+        return completions
+
+    @staticmethod
+    def _choose(logits: Any, sampling: SamplingConfig, generators: list[Any]) -> Any:
+        import torch
+
+        if sampling.greedy:
+            return logits.argmax(dim=-1).cpu()
+        probs = torch.softmax(logits / sampling.temperature, dim=-1)
+        if sampling.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs > sampling.top_p  # keeps at least the top token
+            sorted_probs[outside] = 0.0
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        probs = probs / probs.sum(-1, keepdim=True)
+        return torch.stack([torch.multinomial(probs[row], 1, generator=gen)[0] for row, gen in enumerate(generators)]).cpu()
+
+    def close(self) -> None:
+        self.lm = None  # type: ignore[assignment]
