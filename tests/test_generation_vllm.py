@@ -50,3 +50,13 @@ def test_overlong_prompt_is_a_per_row_error(llm):
     results = llm.generate([chat("long", "word " * 5000), chat("ok", "Hi")], SamplingConfig(max_tokens=4))
     assert not results[0].ok and "limit" in results[0].error
     assert results[1].ok
+
+
+def test_many_seeded_requests_in_one_call(llm):
+    """More prompt tokens than one prefill step holds, every request seeded: vLLM 0.32 on CPU used to
+    kill its engine here ("CPU Generator does not use offset") when a prompt was split across chunks."""
+    question = "Ada has 12 marbles and buys 5 more. " * 20
+    requests = [chat(f"r{i}", f"{i}. {question}", "Step 1:") for i in range(40)]
+    results = llm.generate(requests, SamplingConfig(n=2, max_tokens=4, seed=0))
+    assert all(r.ok for r in results)
+    assert sum(r.prompt_tokens for r in results) > 8192
