@@ -101,3 +101,23 @@ def test_smollm2_stops_at_end_of_turn_and_continues_steps(smollm2_dir):
     assert result.ok and result.prompt_text.endswith("<|im_start|>assistant\nLet's think step by step.\nStep 1:")
     assert any(c.finish_reason == "stop" for c in result.completions)
     assert all("<|im_end|>" not in c.text for c in result.completions)
+
+
+def test_a_failing_batch_fails_only_its_requests(tiny, monkeypatch):
+    original = tiny._sample_batch
+    calls = {"n": 0}
+
+    def flaky(batch, sampling):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("out of memory (injected)")
+        return original(batch, sampling)
+
+    monkeypatch.setattr(tiny, "batch_size", 2)
+    monkeypatch.setattr(tiny, "_sample_batch", flaky)
+    requests = [chat("a", "Ada has 5."), chat("bb", "Bram has 7 marbles."), chat("ccc", "Chidi has 9 marbles and 2 bags.")]
+    results = tiny.generate(requests, SamplingConfig(n=2, max_tokens=3, seed=0))
+    failed = [r for r in results if not r.ok]
+    assert failed and all("out of memory" in r.error and r.completions == [] for r in failed)
+    assert all(len(r.completions) == 2 for r in results if r.ok)
+    assert len(failed) < len(results)

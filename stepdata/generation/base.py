@@ -10,6 +10,7 @@ batch, so a stage can record it and retry it on resume.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
@@ -53,7 +54,9 @@ class Generator(ABC):
                 stats.cached_prompt_tokens = (stats.cached_prompt_tokens or 0) + result.cached_prompt_tokens
         self.last_stats = stats
         if progress:
-            log.warning("%s", stats.summary()) if stats.failed_requests else log.info("%s", stats.summary())
+            print(stats.summary(), file=sys.stderr, flush=True)
+        if stats.failed_requests:
+            log.warning("%d of %d requests failed; see their results' error", stats.failed_requests, stats.requests)
         return results
 
     @abstractmethod

@@ -96,13 +96,21 @@ class TransformersGenerator(Generator):
         sequences.sort(key=lambda s: len(s.prompt_ids))
         for start in range(0, len(sequences), self.batch_size):
             batch = sequences[start : start + self.batch_size]
-            for seq, completion in zip(batch, self._sample_batch(batch, sampling)):
-                results[seq.request_index].completions[seq.sample_index] = completion
+            try:
+                completions = self._sample_batch(batch, sampling)
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail these requests, keep the rest
+                log.warning("a batch of %d sequences failed: %s", len(batch), exc)
+                for seq in batch:
+                    results[seq.request_index].error = f"{type(exc).__name__}: {exc}"
+                completions = [None] * len(batch)
+            for seq, completion in zip(batch, completions):
+                results[seq.request_index].completions[seq.sample_index] = completion  # type: ignore[call-overload]
                 remaining[seq.request_index] -= 1
-                if remaining[seq.request_index] == 0:
+                if remaining[seq.request_index] == 0 and results[seq.request_index].ok:
                     progress.update(1, sum(c.completion_tokens or 0 for c in results[seq.request_index].completions))
-        for index, result in enumerate(results):
+        for result in results:
             if not result.ok:
+                result.completions = []  # a request with a failed sample is retried whole, never half-kept
                 progress.update(1)
         return results
 
