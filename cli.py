@@ -224,6 +224,116 @@ def generate_cmd(backend: str, model: str, base_url: str | None, question: str |
         raise SystemExit(1)
 
 
+def _run_options(func):  # noqa: ANN001, ANN202 - click decorator stack shared by the stages
+    options = [
+        click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Output table (.parquet)."),
+        click.option("--batch-size", type=int, default=64, show_default=True, help="Units per resumable batch."),
+        click.option("--shard", help="Process slice i of N (e.g. 0/4); join the shards with `stepdata merge`."),
+        click.option("--overwrite", is_flag=True, help="Discard finished batches and start over."),
+        click.option("--allow-config-change", is_flag=True, help="Keep batches made with another config."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _engine_options(func):  # noqa: ANN001, ANN202
+    options = [
+        click.option("--backend", type=click.Choice(["auto", "vllm", "openai", "hf"]), default="auto", show_default=True),
+        click.option("--model", required=True, help="Model folder (vllm, hf) or served model name (openai)."),
+        click.option("--base-url", help="OpenAI-compatible server (openai backend); key from $OPENAI_API_KEY."),
+        click.option("--tokenizer", help="Local tokenizer for the openai backend's completions endpoint."),
+        click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
+                     help="Passed to the backend, e.g. --engine-option tensor_parallel_size=2 (JSON values)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _make_engine(backend: str, model: str, base_url: str | None, tokenizer: str | None, engine_options: tuple[str, ...]):
+    from stepdata.generation import make_generator
+
+    options: dict = {}
+    for item in engine_options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--engine-option")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    if backend == "openai":
+        options.update({k: v for k, v in (("base_url", base_url), ("tokenizer", tokenizer), ("endpoint", "completions" if tokenizer else "chat")) if v})
+    return make_generator(backend, model, **options)
+
+
+def _load_units(source: str, kind: str, data_dir: str | None):
+    if source.endswith(".parquet") and Path(source).exists() and read_metadata(source).get("kind") == kind:
+        return read_table(source, kind=kind)
+    if kind == "problems":
+        return load_problems(source, data_dir=data_dir)
+    raise click.ClickException(f"{source} is not a {kind} table")
+
+
+@main.command("sample")
+@click.argument("problems")
+@_engine_options
+@_run_options
+@click.option("--template", default="step_by_step", show_default=True, help="Prompt template (prompts/NAME.txt).")
+@click.option("--n", type=int, default=4, show_default=True, help="Samples per problem.")
+@click.option("--temperature", type=float, default=0.8, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--max-tokens", type=int, default=512, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, help="Use only the first N problems.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
+def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, tokenizer: str | None,
+               engine_options: tuple[str, ...], out: str, batch_size: int, shard: str | None, overwrite: bool,
+               allow_config_change: bool, template: str, n: int, temperature: float, top_p: float, max_tokens: int,
+               seed: int, limit: int | None, data_dir: str | None) -> None:
+    """Stage 1: sample N step-by-step solutions per problem of PROBLEMS and check their answers."""
+    from stepdata.pipeline import ConfigChanged, SampleConfig, SampleStage, StageRun, parse_shard
+
+    try:
+        units = _load_units(problems, "problems", data_dir)
+        config = SampleConfig(template=template, n=n, temperature=temperature, top_p=top_p,
+                              max_tokens=max_tokens, seed=seed)
+        config.sampling()
+        shard_pair = parse_shard(shard)
+    except (ValueError, FileNotFoundError, BadRowError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if limit is not None:
+        units = units.head(limit)
+    run_config = {"stage": "sample", "source": problems, "limit": limit, "backend": backend, "model": model,
+                  **{k: v for k, v in config.__dict__.items()}}
+    run = StageRun("sample", out, "rollouts", run_config, key_column="problem_id", batch_size=batch_size,
+                   shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change)
+    try:
+        with _make_engine(backend, model, base_url, tokenizer, engine_options) as generator:
+            stage = SampleStage(generator, config)
+            run.run(units, stage, stage.stats)
+    except ConfigChanged as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = run.summary
+    click.echo(f"wrote {summary.rows} rollouts ({summary.error_rows} with errors) to {summary.output}; "
+               f"accuracy {summary.stage_stats.get('accuracy')}; summary in {summary.output}.summary.json")
+
+
+@main.command("merge")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)
+def merge_cmd(shards: tuple[str, ...], out: str) -> None:
+    """Join the shard outputs of one stage (same config) into one table."""
+    from stepdata.pipeline import merge_outputs
+
+    try:
+        merged = merge_outputs(list(shards), out)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"merged {len(shards)} shard(s), {len(merged)} rows, into {out}")
+
+
 @main.command("datasets")
 def datasets_cmd() -> None:
     """List the data set names load_problems understands."""

@@ -1,0 +1,117 @@
+"""Stage 1, error collection: n step-by-step solutions per problem, split and checked.
+
+Every sample becomes a rollouts row, right or wrong: wrong ones feed localization
+and rectification, right ones feed step-controlled negatives and the statistics.
+A request that failed, or an answer check that timed out, is a row with ``error``
+set (and ``correct`` null), retried when the run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+
+from stepdata.answers import AnswerCheckConfig, check_answers, extract_answer
+from stepdata.generation import GenerationRequest, Generator, SamplingConfig
+from stepdata.prompts import load_prompt
+from stepdata.schema import ROLLOUTS
+from stepdata.steps import split_steps
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Stage 1 options; defaults follow Step-DPO's recipe (T=0.8, top_p=0.95)."""
+
+    template: str = "step_by_step"
+    n: int = 4
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 512
+    seed: int = 0
+    split_mode: str = "auto"
+    answer_timeout: float = 5.0
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                              max_tokens=self.max_tokens, seed=self.seed)
+
+
+class SampleStage:
+    """Turns a batch of problems into rollouts with one generator (a stage's ``process``)."""
+
+    def __init__(self, generator: Generator, config: SampleConfig = SampleConfig()):
+        self.generator = generator
+        self.config = config
+        self.template = load_prompt(config.template)
+        self.sampling = config.sampling()
+        self.check_config = AnswerCheckConfig(timeout=config.answer_timeout)
+        self._lock = threading.Lock()
+        self.totals = {"completion_tokens": 0, "generate_seconds": 0.0}
+
+    def request_for(self, problem: Any) -> GenerationRequest:
+        return GenerationRequest.chat(str(problem.problem_id), self.template.render(question=problem.question))
+
+    def __call__(self, problems: pd.DataFrame) -> pd.DataFrame:
+        problems = problems.reset_index(drop=True)
+        requests = [self.request_for(p) for p in problems.itertuples()]
+        results = self.generator.generate(requests, self.sampling)
+        stats = self.generator.last_stats
+        rows: list[dict[str, Any]] = []
+        to_check: list[tuple[int, str | None, str | None]] = []
+        for problem, request, result in zip(problems.itertuples(), requests, results):
+            prompt = result.prompt_text or json.dumps(list(request.messages or ()), ensure_ascii=False)
+            base = {"problem_id": str(problem.problem_id), "prompt": prompt, "model": self.generator.model,
+                    "sampling": self.sampling.as_record(), "prompt_tokens": result.prompt_tokens}
+            if not result.ok:
+                for i in range(self.sampling.n):
+                    rows.append(base | {"rollout_id": f"{problem.problem_id}:{i}", "completion": None, "steps": None,
+                                        "pred_answer": None, "correct": None, "finish_reason": None,
+                                        "completion_tokens": None, "error": f"generation: {result.error}"})
+                continue
+            for i, completion in enumerate(result.completions):
+                answer = extract_answer(completion.text)
+                rows.append(base | {
+                    "rollout_id": f"{problem.problem_id}:{i}", "completion": completion.text,
+                    "steps": split_steps(completion.text, self.config.split_mode), "pred_answer": answer,
+                    "correct": None, "finish_reason": completion.finish_reason,
+                    "completion_tokens": completion.completion_tokens, "error": None,
+                })
+                to_check.append((len(rows) - 1, problem.answer, answer))
+        verdicts = check_answers([(g, p) for _, g, p in to_check], self.check_config)
+        for (row_index, gold, _), verdict in zip(to_check, verdicts):
+            row = rows[row_index]
+            if verdict.judged:
+                row["correct"] = verdict.match
+            elif verdict.status == "no_answer":
+                row["correct"] = False  # a solution that states no answer is wrong, not unknown
+            elif verdict.status in ("timeout", "error"):
+                row["error"] = f"answer_check: {verdict.status} ({verdict.detail})"
+            else:  # the gold answer itself is unusable: unknown, and said so
+                row["error"] = f"gold_answer: {verdict.detail}"
+        if stats is not None:
+            with self._lock:
+                self.totals["completion_tokens"] += stats.completion_tokens
+                self.totals["generate_seconds"] += stats.seconds
+        return pd.DataFrame(rows, columns=ROLLOUTS.names)
+
+    def stats(self, rollouts: pd.DataFrame) -> dict[str, Any]:
+        """Accuracy (overall and per problem) from the finished table; throughput of this run."""
+        judged = rollouts[rollouts["correct"].notna()]
+        per_problem = judged.groupby("problem_id")["correct"].agg(["sum", "count"])
+        seconds = self.totals["generate_seconds"]
+        return {
+            "config": asdict(self.config),
+            "accuracy": round(float(judged["correct"].mean()), 4) if len(judged) else None,
+            "judged_samples": int(len(judged)),
+            "problems": int(rollouts["problem_id"].nunique()),
+            "problems_with_a_correct_sample": int((per_problem["sum"] > 0).sum()),
+            "problems_all_wrong": int((per_problem["sum"] == 0).sum()),
+            "per_problem_accuracy": {k: round(float(r["sum"]) / r["count"], 4) for k, r in per_problem.iterrows()},
+            "prompt_tokens": int(rollouts.drop_duplicates("problem_id")["prompt_tokens"].fillna(0).sum()),
+            "completion_tokens": int(rollouts["completion_tokens"].fillna(0).sum()),
+            "tokens_per_second_this_run": round(self.totals["completion_tokens"] / seconds, 2) if seconds else None,
+        }
