@@ -320,6 +320,69 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
                f"accuracy {summary.stage_stats.get('accuracy')}; summary in {summary.output}.summary.json")
 
 
+@main.command("localize")
+@click.argument("rollouts", type=click.Path(exists=True, dir_okay=False))
+@_run_options
+@click.option("--method", type=click.Choice(["rules"]), default="rules", show_default=True,
+              help="rules: exact calculator checks of every step's arithmetic (no model).")
+def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, overwrite: bool,
+                 allow_config_change: bool, method: str) -> None:
+    """Stage 2: find the first wrong step of every wrong rollout in ROLLOUTS."""
+    from stepdata.pipeline import ConfigChanged, StageRun, parse_shard
+    from stepdata.pipeline.localize import LocalizeStage, wrong_rollouts
+
+    try:
+        table = read_table(rollouts, kind="rollouts")
+        shard_pair = parse_shard(shard)
+    except (SchemaError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    units, left_out = wrong_rollouts(table)
+    stage = LocalizeStage(method)
+    run = StageRun("localize", out, "localized", {"stage": "localize", "source": rollouts, "method": method},
+                   key_column="rollout_id", batch_size=batch_size, shard=shard_pair, overwrite=overwrite,
+                   allow_config_change=allow_config_change)
+    try:
+        run.run(units, stage, lambda df: stage.stats(df) | {"left_out": left_out})
+    except ConfigChanged as exc:
+        raise click.ClickException(str(exc)) from None
+    stats = run.summary.stage_stats
+    click.echo(f"localized {stats['localized']} of {run.summary.rows} wrong rollouts ({stats['unknown']} unknown); "
+               f"not localized: {left_out['correct']} correct, {left_out['unjudged_or_failed']} unjudged or failed; "
+               f"wrote {run.summary.output}")
+
+
+@main.group("bench")
+def bench_group() -> None:
+    """Measure localizers on labelled data."""
+
+
+@bench_group.command("processbench")
+@click.option("--localizer", type=click.Choice(["rules"]), default="rules", show_default=True)
+@click.option("--subset", "subsets", multiple=True, type=click.Choice(["gsm8k", "math"]), default=("gsm8k", "math"),
+              show_default=True)
+@click.option("--limit", type=int, help="Score only the first N samples of each subset.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write results and predictions here.")
+def bench_processbench_cmd(localizer: str, subsets: tuple[str, ...], limit: int | None, data_dir: str | None,
+                           json_out: str | None) -> None:
+    """Score a localizer in ProcessBench's protocol (accuracy on erroneous / correct samples, F1, cost)."""
+    from stepdata.bench.processbench import HEADER, rules_localizer, run_processbench
+
+    click.echo(f"localizer: {localizer}")
+    click.echo(HEADER)
+    report = []
+    for subset in subsets:
+        predictions: list[dict] = []
+        try:
+            result = run_processbench(subset, rules_localizer, data_dir=data_dir, limit=limit, predictions=predictions)
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(result.row())
+        report.append(result.__dict__ | {"predictions": predictions})
+    if json_out:
+        Path(json_out).write_text(json.dumps(report, indent=1))
+
+
 @main.command("merge")
 @click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)

@@ -1,0 +1,1 @@
+"""Measuring localizers and models against labelled data sets."""

@@ -1,0 +1,76 @@
+"""ProcessBench's protocol: accuracy on erroneous samples, on correct samples, and their F1.
+
+A localizer answers, per sample, the 0-based index of the earliest wrong step or
+-1 ("no error"). Accuracy on erroneous samples counts exact indices; accuracy on
+correct samples counts -1 answers; F1 is their harmonic mean (as published with
+ProcessBench). A localizer that cannot tell (None) is scored as -1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pandas as pd
+
+from stepdata.loaders import load_problems
+
+Localizer = Callable[[list[str], str], tuple[int | None, dict[str, Any]]]
+
+
+@dataclass
+class BenchResult:
+    subset: str
+    samples: int
+    erroneous: int
+    correct: int
+    acc_erroneous: float
+    acc_correct: float
+    f1: float
+    seconds: float
+    calls: int = 0
+    tokens: int = 0
+
+    def row(self) -> str:
+        return (f"| {self.subset:18s} | {self.samples:7d} | {100 * self.acc_erroneous:9.1f} | {100 * self.acc_correct:9.1f} "
+                f"| {100 * self.f1:5.1f} | {self.calls:6d} | {self.tokens:8d} | {self.seconds:7.1f} |")
+
+
+HEADER = ("| subset             | samples | err. acc. | corr. acc |    F1 |  calls |   tokens | seconds |\n"
+          "|--------------------|---------|-----------|-----------|-------|--------|----------|---------|")
+
+
+def rules_localizer(steps: list[str], question: str) -> tuple[int | None, dict[str, Any]]:
+    from stepdata.localize.rules import localize_by_rules
+
+    verdict = localize_by_rules(steps)
+    return verdict.error_step, {"calls": 0, "tokens": 0}
+
+
+def run_processbench(subset: str, localizer: Localizer, *, data_dir: str | None = None, limit: int | None = None,
+                     predictions: list[dict[str, Any]] | None = None) -> BenchResult:
+    """Score ``localizer`` on ``processbench:<subset>`` (gsm8k or math)."""
+    problems: pd.DataFrame = load_problems(f"processbench:{subset}", data_dir=data_dir, limit=limit)
+    start = time.monotonic()
+    right_err = n_err = right_ok = n_ok = calls = tokens = 0
+    for row in problems.itertuples():
+        meta = json.loads(row.meta)
+        predicted, cost = localizer(meta["steps"], row.question)
+        predicted = -1 if predicted is None else int(predicted)
+        calls += cost.get("calls", 0)
+        tokens += cost.get("tokens", 0)
+        if meta["label"] == -1:
+            n_ok += 1
+            right_ok += predicted == -1
+        else:
+            n_err += 1
+            right_err += predicted == meta["label"]
+        if predictions is not None:
+            predictions.append({"id": row.problem_id, "label": meta["label"], "predicted": predicted})
+    acc_err = right_err / n_err if n_err else 0.0
+    acc_ok = right_ok / n_ok if n_ok else 0.0
+    f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err + acc_ok else 0.0
+    return BenchResult(f"processbench:{subset}", len(problems), n_err, n_ok, acc_err, acc_ok, f1,
+                       time.monotonic() - start, calls, tokens)
