@@ -237,10 +237,12 @@ def _run_options(func):  # noqa: ANN001, ANN202 - click decorator stack shared b
     return func
 
 
-def _engine_options(func):  # noqa: ANN001, ANN202
+def _engine_options(func=None, *, required: bool = True):  # noqa: ANN001, ANN202
+    if func is None:
+        return lambda f: _engine_options(f, required=required)
     options = [
         click.option("--backend", type=click.Choice(["auto", "vllm", "openai", "hf"]), default="auto", show_default=True),
-        click.option("--model", required=True, help="Model folder (vllm, hf) or served model name (openai)."),
+        click.option("--model", required=required, help="Model folder (vllm, hf) or served model name (openai)."),
         click.option("--base-url", help="OpenAI-compatible server (openai backend); key from $OPENAI_API_KEY."),
         click.option("--tokenizer", help="Local tokenizer for the openai backend's completions endpoint."),
         click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
@@ -323,27 +325,49 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
 @main.command("localize")
 @click.argument("rollouts", type=click.Path(exists=True, dir_okay=False))
 @_run_options
-@click.option("--method", type=click.Choice(["rules"]), default="rules", show_default=True,
-              help="rules: exact calculator checks of every step's arithmetic (no model).")
+@_engine_options(required=False)
+@click.option("--method", type=click.Choice(["rules", "judge", "rules+judge"]), default="rules", show_default=True,
+              help="rules: exact checks of every step's arithmetic (no model); judge: an LLM judge with a majority "
+                   "vote; rules+judge: the judge only where rules find nothing.")
+@click.option("--problems", "problems_source", help="Problems table or data set (the judge needs the questions).")
+@click.option("--protocol", type=click.Choice(["processbench", "stepdpo"]), default="processbench", show_default=True)
+@click.option("--votes", type=int, default=5, show_default=True, help="Judge samples per solution (majority vote).")
+@click.option("--judge-max-tokens", type=int, default=1024, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
 def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, overwrite: bool,
-                 allow_config_change: bool, method: str) -> None:
+                 allow_config_change: bool, backend: str, model: str | None, base_url: str | None,
+                 tokenizer: str | None, engine_options: tuple[str, ...], method: str, problems_source: str | None,
+                 protocol: str, votes: int, judge_max_tokens: int, data_dir: str | None) -> None:
     """Stage 2: find the first wrong step of every wrong rollout in ROLLOUTS."""
+    import contextlib
+
+    from stepdata.localize.judge import JudgeLocalizer
     from stepdata.pipeline import ConfigChanged, StageRun, parse_shard
     from stepdata.pipeline.localize import LocalizeStage, wrong_rollouts
 
+    needs_judge = "judge" in method
+    if needs_judge and (model is None or problems_source is None):
+        raise click.UsageError(f"--method {method} needs --model (the judge) and --problems (the questions)")
     try:
         table = read_table(rollouts, kind="rollouts")
         shard_pair = parse_shard(shard)
-    except (SchemaError, ValueError) as exc:
+        problems = _load_units(problems_source, "problems", data_dir) if problems_source else None
+    except (SchemaError, ValueError, FileNotFoundError, BadRowError) as exc:
         raise click.ClickException(str(exc)) from None
     units, left_out = wrong_rollouts(table)
-    stage = LocalizeStage(method)
-    run = StageRun("localize", out, "localized", {"stage": "localize", "source": rollouts, "method": method},
-                   key_column="rollout_id", batch_size=batch_size, shard=shard_pair, overwrite=overwrite,
-                   allow_config_change=allow_config_change)
+    config = {"stage": "localize", "source": rollouts, "method": method}
+    if needs_judge:
+        config |= {"judge_model": model, "backend": backend, "protocol": protocol, "votes": votes,
+                   "judge_max_tokens": judge_max_tokens}
+    run = StageRun("localize", out, "localized", config, key_column="rollout_id", batch_size=batch_size,
+                   shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change)
+    engine = _make_engine(backend, model, base_url, tokenizer, engine_options) if needs_judge else contextlib.nullcontext()
     try:
-        run.run(units, stage, lambda df: stage.stats(df) | {"left_out": left_out})
-    except ConfigChanged as exc:
+        with engine as generator:
+            judge = JudgeLocalizer(generator, protocol, votes=votes, max_tokens=judge_max_tokens) if needs_judge else None
+            stage = LocalizeStage(method, judge=judge, problems=problems)
+            run.run(units, stage, lambda df: stage.stats(df) | {"left_out": left_out})
+    except (ConfigChanged, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     stats = run.summary.stage_stats
     click.echo(f"localized {stats['localized']} of {run.summary.rows} wrong rollouts ({stats['unknown']} unknown); "
@@ -357,28 +381,49 @@ def bench_group() -> None:
 
 
 @bench_group.command("processbench")
-@click.option("--localizer", type=click.Choice(["rules"]), default="rules", show_default=True)
+@_engine_options(required=False)
+@click.option("--localizer", type=click.Choice(["rules", "judge", "rules+judge"]), default="rules", show_default=True)
+@click.option("--protocol", type=click.Choice(["processbench", "stepdpo"]), default="processbench", show_default=True)
+@click.option("--votes", type=int, default=5, show_default=True)
+@click.option("--judge-max-tokens", type=int, default=1024, show_default=True)
 @click.option("--subset", "subsets", multiple=True, type=click.Choice(["gsm8k", "math"]), default=("gsm8k", "math"),
               show_default=True)
 @click.option("--limit", type=int, help="Score only the first N samples of each subset.")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write results and predictions here.")
-def bench_processbench_cmd(localizer: str, subsets: tuple[str, ...], limit: int | None, data_dir: str | None,
+def bench_processbench_cmd(backend: str, model: str | None, base_url: str | None, tokenizer: str | None,
+                           engine_options: tuple[str, ...], localizer: str, protocol: str, votes: int,
+                           judge_max_tokens: int, subsets: tuple[str, ...], limit: int | None, data_dir: str | None,
                            json_out: str | None) -> None:
     """Score a localizer in ProcessBench's protocol (accuracy on erroneous / correct samples, F1, cost)."""
-    from stepdata.bench.processbench import HEADER, rules_localizer, run_processbench
+    import contextlib
 
-    click.echo(f"localizer: {localizer}")
-    click.echo(HEADER)
+    from stepdata.bench.processbench import HEADER, judge_localizer, rules_localizer, run_processbench
+    from stepdata.localize.judge import JudgeLocalizer
+
+    if "judge" in localizer and model is None:
+        raise click.UsageError(f"--localizer {localizer} needs --model (the judge)")
+    engine = (_make_engine(backend, model, base_url, tokenizer, engine_options) if "judge" in localizer
+              else contextlib.nullcontext())
     report = []
-    for subset in subsets:
-        predictions: list[dict] = []
-        try:
-            result = run_processbench(subset, rules_localizer, data_dir=data_dir, limit=limit, predictions=predictions)
-        except (FileNotFoundError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(result.row())
-        report.append(result.__dict__ | {"predictions": predictions})
+    with engine as generator:
+        chosen = rules_localizer
+        if generator is not None:
+            judge = JudgeLocalizer(generator, protocol, votes=votes, max_tokens=judge_max_tokens)
+            chosen = judge_localizer(judge, fallback_rules=localizer == "rules+judge")
+        lines = []
+        for subset in subsets:
+            predictions: list[dict] = []
+            try:
+                result = run_processbench(subset, chosen, data_dir=data_dir, limit=limit, predictions=predictions)
+            except (FileNotFoundError, ValueError) as exc:
+                raise click.ClickException(str(exc)) from None
+            lines.append(result.row())
+            report.append(result.__dict__ | {"predictions": predictions})
+    click.echo(f"localizer: {localizer}" + (f" (judge {model}, {protocol} protocol, {votes} votes)" if model and "judge" in localizer else ""))
+    click.echo(HEADER)
+    for line in lines:
+        click.echo(line)
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=1))
 

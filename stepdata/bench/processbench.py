@@ -16,8 +16,11 @@ from typing import Any, Callable
 import pandas as pd
 
 from stepdata.loaders import load_problems
+from stepdata.localize.judge import JudgeItem, JudgeLocalizer
 
-Localizer = Callable[[list[str], str], tuple[int | None, dict[str, Any]]]
+# Takes many solutions at once (a judge batches them into one generate call) and returns, per
+# solution, the predicted index (None: cannot tell) and its cost {"calls": .., "tokens": ..}.
+Localizer = Callable[[list["JudgeItem"]], list[tuple[int | None, dict[str, Any]]]]
 
 
 @dataclass
@@ -42,22 +45,48 @@ HEADER = ("| subset             | samples | err. acc. | corr. acc |    F1 |  cal
           "|--------------------|---------|-----------|-----------|-------|--------|----------|---------|")
 
 
-def rules_localizer(steps: list[str], question: str) -> tuple[int | None, dict[str, Any]]:
+def rules_localizer(items: list[JudgeItem]) -> list[tuple[int | None, dict[str, Any]]]:
     from stepdata.localize.rules import localize_by_rules
 
-    verdict = localize_by_rules(steps)
-    return verdict.error_step, {"calls": 0, "tokens": 0}
+    return [(localize_by_rules(list(item.steps)).error_step, {"calls": 0, "tokens": 0}) for item in items]
+
+
+def judge_localizer(judge: JudgeLocalizer, fallback_rules: bool = False) -> Localizer:
+    """A batch localizer from a judge (optionally: rules first, the judge where rules find nothing)."""
+    from stepdata.localize.rules import localize_by_rules
+
+    def localize(items: list[JudgeItem]) -> list[tuple[int | None, dict[str, Any]]]:
+        found = {item.item_id: localize_by_rules(list(item.steps)).error_step for item in items} if fallback_rules else {}
+        ask = [item for item in items if found.get(item.item_id) is None]
+        verdicts = {item.item_id: v for item, v in zip(ask, judge.localize(ask))}
+        out = []
+        for item in items:
+            if found.get(item.item_id) is not None:
+                out.append((found[item.item_id], {"calls": 0, "tokens": 0}))
+            else:
+                verdict = verdicts[item.item_id]
+                out.append((verdict.error_step, {"calls": verdict.calls, "tokens": verdict.tokens,
+                                                 "unreadable": verdict.unreadable}))
+        return out
+
+    return localize
 
 
 def run_processbench(subset: str, localizer: Localizer, *, data_dir: str | None = None, limit: int | None = None,
                      predictions: list[dict[str, Any]] | None = None) -> BenchResult:
-    """Score ``localizer`` on ``processbench:<subset>`` (gsm8k or math)."""
-    problems: pd.DataFrame = load_problems(f"processbench:{subset}", data_dir=data_dir, limit=limit)
+    """Score ``localizer`` on ``processbench:<subset>`` (gsm8k or math); ``limit`` takes a balanced slice."""
+    problems: pd.DataFrame = load_problems(f"processbench:{subset}", data_dir=data_dir)
+    if limit is not None:  # a balanced slice: the first limit/2 erroneous and limit/2 correct samples
+        labels = problems.meta.map(lambda m: json.loads(m)["label"])
+        erroneous = problems[labels != -1].head(limit - limit // 2)
+        correct = problems[labels == -1].head(limit // 2)
+        problems = pd.concat([erroneous, correct]).sort_index().reset_index(drop=True)
     start = time.monotonic()
     right_err = n_err = right_ok = n_ok = calls = tokens = 0
-    for row in problems.itertuples():
-        meta = json.loads(row.meta)
-        predicted, cost = localizer(meta["steps"], row.question)
+    metas = [json.loads(m) for m in problems.meta]
+    items = [JudgeItem(str(pid), question, meta["steps"]) for pid, question, meta in zip(problems.problem_id, problems.question, metas)]
+    answers = localizer(items)
+    for row, meta, (predicted, cost) in zip(problems.itertuples(), metas, answers):
         predicted = -1 if predicted is None else int(predicted)
         calls += cost.get("calls", 0)
         tokens += cost.get("tokens", 0)

@@ -13,35 +13,64 @@ from typing import Any
 
 import pandas as pd
 
+from stepdata.localize.judge import JudgeItem, JudgeLocalizer
 from stepdata.localize.rules import localize_by_rules
 from stepdata.schema import LOCALIZED
 
-METHODS = ("rules",)
+METHODS = ("rules", "judge", "rules+judge")
 
 
 class LocalizeStage:
-    """Adds the localization columns to a batch of wrong rollouts (a stage's ``process``)."""
+    """Adds the localization columns to a batch of wrong rollouts (a stage's ``process``).
 
-    def __init__(self, method: str = "rules") -> None:
+    ``rules+judge`` runs the rules first and asks the judge only where they find
+    nothing. The judge needs each problem's question (and, for the Step-DPO
+    protocol, its reference solution): pass the problems table.
+    """
+
+    def __init__(self, method: str = "rules", judge: JudgeLocalizer | None = None,
+                 problems: pd.DataFrame | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown localization method {method!r}; available: {list(METHODS)}")
-        self.method = method
+        if "judge" in method and (judge is None or problems is None):
+            raise ValueError(f"method {method!r} needs a judge and the problems table")
+        self.method, self.judge = method, judge
+        self.problems = problems.set_index("problem_id") if problems is not None else None
+
+    def _judge_item(self, row: dict[str, Any]) -> JudgeItem:
+        problem = self.problems.loc[row["problem_id"]]  # type: ignore[union-attr]
+        return JudgeItem(row["rollout_id"], problem["question"], list(row.get("steps") or []), problem["solution"])
 
     def __call__(self, rollouts: pd.DataFrame) -> pd.DataFrame:
-        rows = []
-        for row in rollouts.to_dict("records"):
-            steps = row.get("steps") or []
-            extra: dict[str, Any] = {"method": self.method, "votes": None, "localizer_calls": 0, "localizer_tokens": 0}
+        records = rollouts.to_dict("records")
+        results: dict[str, dict[str, Any]] = {}
+        ask: list[dict[str, Any]] = []
+        for row in records:
+            steps = list(row.get("steps") or [])
+            base = {"method": self.method, "votes": None, "localizer_calls": 0, "localizer_tokens": 0, "error": row["error"]}
             if not steps:
-                extra |= {"error_step": None, "confidence": None, "rationale": "no steps to check"}
-            else:
-                verdict = localize_by_rules(list(steps))
-                extra |= {
-                    "error_step": verdict.error_step,
-                    "confidence": 1.0 if verdict.error_step is not None else None,
-                    "rationale": verdict.rationale,
+                results[row["rollout_id"]] = base | {"error_step": None, "confidence": None, "rationale": "no steps to check"}
+                continue
+            if "rules" in self.method:
+                verdict = localize_by_rules(steps)
+                if verdict.error_step is not None or self.method == "rules":
+                    results[row["rollout_id"]] = base | {
+                        "method": "rules", "error_step": verdict.error_step,
+                        "confidence": 1.0 if verdict.error_step is not None else None, "rationale": verdict.rationale}
+                    continue
+            ask.append(row)
+        if ask:
+            missing = sorted({r["problem_id"] for r in ask} - set(self.problems.index))  # type: ignore[union-attr]
+            if missing:
+                raise ValueError(f"problems table lacks problem_id(s) {missing[:5]} used by the rollouts")
+            for row, verdict in zip(ask, self.judge.localize([self._judge_item(r) for r in ask])):  # type: ignore[union-attr]
+                results[row["rollout_id"]] = {
+                    "method": "judge", "error_step": verdict.error_step, "votes": verdict.votes,
+                    "confidence": verdict.confidence, "rationale": verdict.rationale,
+                    "localizer_calls": verdict.calls, "localizer_tokens": verdict.tokens,
+                    "error": verdict.error,  # a judge that failed is retried on resume
                 }
-            rows.append(row | extra)
+        rows = [row | results[row["rollout_id"]] for row in records]
         return pd.DataFrame(rows, columns=LOCALIZED.names)
 
     @staticmethod
