@@ -326,9 +326,15 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
 @click.argument("rollouts", type=click.Path(exists=True, dir_okay=False))
 @_run_options
 @_engine_options(required=False)
-@click.option("--method", type=click.Choice(["rules", "judge", "rules+judge"]), default="rules", show_default=True,
+@click.option("--method", type=click.Choice(["rules", "judge", "rules+judge", "rollouts"]), default="rules",
+              show_default=True,
               help="rules: exact checks of every step's arithmetic (no model); judge: an LLM judge with a majority "
-                   "vote; rules+judge: the judge only where rules find nothing.")
+                   "vote; rules+judge: the judge only where rules find nothing; rollouts: Monte-Carlo continuations "
+                   "from each prefix with --model as the policy.")
+@click.option("--rollouts", "rollouts_per_prefix", type=int, default=8, show_default=True,
+              help="Continuations per probed prefix (rollouts method).")
+@click.option("--search", type=click.Choice(["binary", "linear"]), default="binary", show_default=True,
+              help="Prefix search of the rollouts method.")
 @click.option("--problems", "problems_source", help="Problems table or data set (the judge needs the questions).")
 @click.option("--protocol", type=click.Choice(["processbench", "stepdpo"]), default="processbench", show_default=True)
 @click.option("--votes", type=int, default=5, show_default=True, help="Judge samples per solution (majority vote).")
@@ -337,7 +343,8 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
 def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, overwrite: bool,
                  allow_config_change: bool, backend: str, model: str | None, base_url: str | None,
                  tokenizer: str | None, engine_options: tuple[str, ...], method: str, problems_source: str | None,
-                 protocol: str, votes: int, judge_max_tokens: int, data_dir: str | None) -> None:
+                 protocol: str, votes: int, judge_max_tokens: int, data_dir: str | None, rollouts_per_prefix: int,
+                 search: str) -> None:
     """Stage 2: find the first wrong step of every wrong rollout in ROLLOUTS."""
     import contextlib
 
@@ -345,9 +352,12 @@ def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, ov
     from stepdata.pipeline import ConfigChanged, StageRun, parse_shard
     from stepdata.pipeline.localize import LocalizeStage, wrong_rollouts
 
+    from stepdata.localize.rollouts import RolloutLocalizer
+
     needs_judge = "judge" in method
-    if needs_judge and (model is None or problems_source is None):
-        raise click.UsageError(f"--method {method} needs --model (the judge) and --problems (the questions)")
+    needs_model = needs_judge or method == "rollouts"
+    if needs_model and (model is None or problems_source is None):
+        raise click.UsageError(f"--method {method} needs --model and --problems (the questions and answers)")
     try:
         table = read_table(rollouts, kind="rollouts")
         shard_pair = parse_shard(shard)
@@ -359,13 +369,16 @@ def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, ov
     if needs_judge:
         config |= {"judge_model": model, "backend": backend, "protocol": protocol, "votes": votes,
                    "judge_max_tokens": judge_max_tokens}
+    if method == "rollouts":
+        config |= {"policy": model, "backend": backend, "rollouts": rollouts_per_prefix, "search": search}
     run = StageRun("localize", out, "localized", config, key_column="rollout_id", batch_size=batch_size,
                    shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change)
-    engine = _make_engine(backend, model, base_url, tokenizer, engine_options) if needs_judge else contextlib.nullcontext()
+    engine = _make_engine(backend, model, base_url, tokenizer, engine_options) if needs_model else contextlib.nullcontext()
     try:
         with engine as generator:
             judge = JudgeLocalizer(generator, protocol, votes=votes, max_tokens=judge_max_tokens) if needs_judge else None
-            stage = LocalizeStage(method, judge=judge, problems=problems)
+            mc = RolloutLocalizer(generator, rollouts=rollouts_per_prefix, search=search) if method == "rollouts" else None
+            stage = LocalizeStage(method, judge=judge, problems=problems, rollouts=mc)
             run.run(units, stage, lambda df: stage.stats(df) | {"left_out": left_out})
     except (ConfigChanged, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -14,10 +14,11 @@ from typing import Any
 import pandas as pd
 
 from stepdata.localize.judge import JudgeItem, JudgeLocalizer
+from stepdata.localize.rollouts import RolloutItem, RolloutLocalizer
 from stepdata.localize.rules import localize_by_rules
 from stepdata.schema import LOCALIZED
 
-METHODS = ("rules", "judge", "rules+judge")
+METHODS = ("rules", "judge", "rules+judge", "rollouts")
 
 
 class LocalizeStage:
@@ -29,12 +30,14 @@ class LocalizeStage:
     """
 
     def __init__(self, method: str = "rules", judge: JudgeLocalizer | None = None,
-                 problems: pd.DataFrame | None = None) -> None:
+                 problems: pd.DataFrame | None = None, rollouts: RolloutLocalizer | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown localization method {method!r}; available: {list(METHODS)}")
         if "judge" in method and (judge is None or problems is None):
             raise ValueError(f"method {method!r} needs a judge and the problems table")
-        self.method, self.judge = method, judge
+        if method == "rollouts" and (rollouts is None or problems is None):
+            raise ValueError("method 'rollouts' needs the policy (a RolloutLocalizer) and the problems table")
+        self.method, self.judge, self.rollouts = method, judge, rollouts
         self.problems = problems.set_index("problem_id") if problems is not None else None
 
     def _judge_item(self, row: dict[str, Any]) -> JudgeItem:
@@ -63,6 +66,18 @@ class LocalizeStage:
             missing = sorted({r["problem_id"] for r in ask} - set(self.problems.index))  # type: ignore[union-attr]
             if missing:
                 raise ValueError(f"problems table lacks problem_id(s) {missing[:5]} used by the rollouts")
+        if ask and self.method == "rollouts":
+            items = [RolloutItem(r["rollout_id"], self.problems.loc[r["problem_id"], "question"],  # type: ignore[union-attr]
+                                 self.problems.loc[r["problem_id"], "answer"], list(r["steps"])) for r in ask]  # type: ignore[union-attr]
+            for row, mc in zip(ask, self.rollouts.localize(items)):  # type: ignore[union-attr]
+                results[row["rollout_id"]] = {
+                    "method": f"rollouts-{self.rollouts.search}", "error_step": mc.error_step, "votes": None,  # type: ignore[union-attr]
+                    "confidence": mc.mc.get(mc.error_step) if mc.error_step is not None else None,
+                    "rationale": mc.rationale, "localizer_calls": mc.probes, "localizer_tokens": mc.tokens,
+                    "error": mc.error,
+                }
+            ask = []
+        if ask:
             for row, verdict in zip(ask, self.judge.localize([self._judge_item(r) for r in ask])):  # type: ignore[union-attr]
                 results[row["rollout_id"]] = {
                     "method": "judge", "error_step": verdict.error_step, "votes": verdict.votes,
