@@ -17,6 +17,7 @@ comparison is not symmetric (``x = 2`` as gold accepts ``2``).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -143,10 +144,15 @@ def check_answer(
     return verdict
 
 
+def _missing(value: object) -> bool:
+    """None, NaN (pandas' missing value) or blank text."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip()
+
+
 def _check(gold: str | None, pred: str | None, config: AnswerCheckConfig, pool: BoundedPool | None) -> Verdict:
-    if gold is None or not str(gold).strip():
+    if _missing(gold):
         return Verdict(False, "unparseable", "none", "no gold answer")
-    if pred is None or not str(pred).strip():
+    if _missing(pred):
         return Verdict(False, "no_answer", "none", "no predicted answer")
     gold, pred = str(gold), str(pred)
     if len(gold) > config.max_chars or len(pred) > config.max_chars:

@@ -63,6 +63,9 @@ class VLLMGenerator(Generator):
         seed: int = 0,
         **engine_options: Any,
     ) -> None:
+        # Our progress lines and summaries are the run's output; vLLM's INFO logs (on stdout) would
+        # drown them. A user's own VLLM_LOGGING_LEVEL wins.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
         super().__init__(model)
