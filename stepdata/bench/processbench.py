@@ -35,14 +35,15 @@ class BenchResult:
     seconds: float
     calls: int = 0
     tokens: int = 0
+    unreadable: int = 0  # judge replies that could not be read (never guessed)
 
     def row(self) -> str:
         return (f"| {self.subset:18s} | {self.samples:7d} | {100 * self.acc_erroneous:9.1f} | {100 * self.acc_correct:9.1f} "
-                f"| {100 * self.f1:5.1f} | {self.calls:6d} | {self.tokens:8d} | {self.seconds:7.1f} |")
+                f"| {100 * self.f1:5.1f} | {self.calls:6d} | {self.tokens:8d} | {self.unreadable:10d} | {self.seconds:7.1f} |")
 
 
-HEADER = ("| subset             | samples | err. acc. | corr. acc |    F1 |  calls |   tokens | seconds |\n"
-          "|--------------------|---------|-----------|-----------|-------|--------|----------|---------|")
+HEADER = ("| subset             | samples | err. acc. | corr. acc |    F1 |  calls |   tokens | unreadable | seconds |\n"
+          "|--------------------|---------|-----------|-----------|-------|--------|----------|------------|---------|")
 
 
 def rules_localizer(items: list[JudgeItem]) -> list[tuple[int | None, dict[str, Any]]]:
@@ -82,7 +83,7 @@ def run_processbench(subset: str, localizer: Localizer, *, data_dir: str | None 
         correct = problems[labels == -1].head(limit // 2)
         problems = pd.concat([erroneous, correct]).sort_index().reset_index(drop=True)
     start = time.monotonic()
-    right_err = n_err = right_ok = n_ok = calls = tokens = 0
+    right_err = n_err = right_ok = n_ok = calls = tokens = unreadable = 0
     metas = [json.loads(m) for m in problems.meta]
     items = [JudgeItem(str(pid), question, meta["steps"]) for pid, question, meta in zip(problems.problem_id, problems.question, metas)]
     answers = localizer(items)
@@ -90,6 +91,7 @@ def run_processbench(subset: str, localizer: Localizer, *, data_dir: str | None 
         predicted = -1 if predicted is None else int(predicted)
         calls += cost.get("calls", 0)
         tokens += cost.get("tokens", 0)
+        unreadable += cost.get("unreadable", 0)
         if meta["label"] == -1:
             n_ok += 1
             right_ok += predicted == -1
@@ -102,4 +104,4 @@ def run_processbench(subset: str, localizer: Localizer, *, data_dir: str | None 
     acc_ok = right_ok / n_ok if n_ok else 0.0
     f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err + acc_ok else 0.0
     return BenchResult(f"processbench:{subset}", len(problems), n_err, n_ok, acc_err, acc_ok, f1,
-                       time.monotonic() - start, calls, tokens)
+                       time.monotonic() - start, calls, tokens, unreadable)

@@ -97,6 +97,8 @@ class LocalizeStage:
             "error_step_histogram": {int(k): int(v) for k, v in localized.loc[found, "error_step"].value_counts().sort_index().items()},
             "localizer_calls": int(localized["localizer_calls"].fillna(0).sum()),
             "localizer_tokens": int(localized["localizer_tokens"].fillna(0).sum()),
+            "by_method": {str(k): int(v) for k, v in localized["method"].value_counts().items()},
+            "error_rows": int(localized["error"].notna().sum()),
         }
 
 
