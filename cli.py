@@ -314,7 +314,7 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
     try:
         with _make_engine(backend, model, base_url, tokenizer, engine_options) as generator:
             stage = SampleStage(generator, config)
-            run.run(units, stage, stage.stats)
+            run.run(units, stage, stage.stats, tokens_done=lambda: stage.totals["completion_tokens"])
     except ConfigChanged as exc:
         raise click.ClickException(str(exc)) from None
     summary = run.summary

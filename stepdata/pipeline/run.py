@@ -159,9 +159,13 @@ class StageRun:
     # -- the run --------------------------------------------------------------------------
 
     def run(
-        self, units: pd.DataFrame, process: ProcessBatch, stage_stats: Callable[[pd.DataFrame], dict] | None = None
+        self, units: pd.DataFrame, process: ProcessBatch, stage_stats: Callable[[pd.DataFrame], dict] | None = None,
+        tokens_done: Callable[[], int] | None = None,
     ) -> pd.DataFrame:
-        """Process every batch of this shard's units not yet done; return the shard's output table."""
+        """Process every batch of this shard's units not yet done; return the shard's output table.
+
+        ``tokens_done`` (generated tokens so far in this run) adds tokens/s to the progress lines.
+        """
         start = time.monotonic()
         index, total = self.shard
         keys = units[self.key_column].astype(str)
@@ -193,7 +197,7 @@ class StageRun:
                 self._save_manifest(manifest)
                 summary.batches_run += 1
             done_units += len(batch)
-            self._report(done_units, len(mine), start)
+            self._report(done_units, len(mine), start, tokens_done() if tokens_done else None)
         output = self._assemble(manifest, len(batches))
         summary.rows = len(output)
         errors = output["error"].dropna()
@@ -231,13 +235,14 @@ class StageRun:
             return pd.DataFrame(columns=schema_for(self.kind).names)
         return pd.concat(frames, ignore_index=True)
 
-    def _report(self, done: int, total: int, start: float) -> None:
+    def _report(self, done: int, total: int, start: float, tokens: int | None) -> None:
         if not self.progress:
             return
         elapsed = time.monotonic() - start
         eta = (total - done) * elapsed / done if done else 0.0
-        print(f"{self.stage} [{self.shard[0]}/{self.shard[1]}]: {done}/{total} units, {elapsed:.0f}s, ETA {eta:.0f}s",
-              file=sys.stderr, flush=True)
+        rate = f", {tokens / elapsed:.1f} tok/s" if tokens is not None and elapsed > 0 else ""
+        print(f"{self.stage} [{self.shard[0]}/{self.shard[1]}]: {done}/{total} units{rate}, {elapsed:.0f}s, "
+              f"ETA {eta:.0f}s", file=sys.stderr, flush=True)
 
 
 def merge_outputs(paths: list[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
