@@ -6,6 +6,7 @@ a user runs in a shell is what a notebook runs in Python.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -308,7 +309,7 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
     if limit is not None:
         units = units.head(limit)
     run_config = {"stage": "sample", "source": problems, "limit": limit, "backend": backend, "model": model,
-                  **{k: v for k, v in config.__dict__.items()}}
+                  **dataclasses.asdict(config)}
     run = StageRun("sample", out, "rollouts", run_config, key_column="problem_id", batch_size=batch_size,
                    shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change)
     try:

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from conftest import requires_vllm
-from generation_checks import chat, continuation_is_exact, texts
+from generation_checks import chat, texts
 from stepdata.generation import GenerationRequest, SamplingConfig
 from stepdata.generation.openai_backend import OpenAIGenerator
 

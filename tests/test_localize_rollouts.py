@@ -2,8 +2,6 @@
 
 import random
 
-import pytest
-
 from conftest import requires_torch
 from stepdata.generation import Completion, GenerationResult
 from stepdata.generation.base import Generator

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 from stepdata.answers.extract import last_boxed
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig
@@ -137,6 +137,3 @@ class JudgeLocalizer:
             verdicts.append(verdict)
         return verdicts
 
-
-def judge_cost(verdicts: Sequence[JudgeVerdict]) -> dict[str, Any]:
-    return {"calls": sum(v.calls for v in verdicts), "tokens": sum(v.tokens for v in verdicts)}

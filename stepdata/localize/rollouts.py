@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from stepdata.answers import AnswerCheckConfig, check_answers, extract_answer
+from stepdata.answers import DEFAULT_CONFIG, AnswerCheckConfig, check_answers, extract_answer
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig
 from stepdata.prompts import load_prompt
 from stepdata.steps import join_steps
@@ -76,7 +76,7 @@ class RolloutLocalizer:
 
     def __init__(self, generator: Generator, *, template: str = "step_by_step", rollouts: int = 8,
                  search: str = "binary", temperature: float = 0.8, top_p: float = 0.95, max_tokens: int = 512,
-                 seed: int = 0, check: AnswerCheckConfig = AnswerCheckConfig()) -> None:
+                 seed: int = 0, check: AnswerCheckConfig = DEFAULT_CONFIG) -> None:
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}; expected one of {SEARCHES}")
         self.generator, self.search = generator, search

@@ -184,9 +184,8 @@ class StageRun:
             entry = manifest["batches"].get(name)
             if entry is not None and path.exists():
                 if entry.get("error_rows", 0):
-                    retried = self._retry_errors(path, batch, process)
+                    retried, entry["error_rows"] = self._retry_errors(path, batch, process)
                     summary.rows_retried += retried
-                    entry["error_rows"] = int(read_table(path)["error"].notna().sum())
                     self._save_manifest(manifest)
                 summary.batches_skipped += 1
             else:
@@ -198,7 +197,7 @@ class StageRun:
                 summary.batches_run += 1
             done_units += len(batch)
             self._report(done_units, len(mine), start, tokens_done() if tokens_done else None)
-        output = self._assemble(manifest, len(batches))
+        output = self._assemble(len(batches))
         summary.rows = len(output)
         errors = output["error"].dropna()
         summary.error_rows = len(errors)
@@ -211,12 +210,15 @@ class StageRun:
         self.summary = summary
         return output
 
-    def _retry_errors(self, path: Path, batch: pd.DataFrame, process: ProcessBatch) -> int:
-        """Redo the units whose rows carry an error and put the new rows in their place."""
+    def _retry_errors(self, path: Path, batch: pd.DataFrame, process: ProcessBatch) -> tuple[int, int]:
+        """Redo the units whose rows carry an error and put the new rows in their place.
+
+        Returns (units retried, rows still carrying an error).
+        """
         rows = read_table(path)
         failed_keys = set(rows.loc[rows["error"].notna(), self.key_column].astype(str))
         if not failed_keys:
-            return 0
+            return 0, 0
         redo = batch[batch[self.key_column].astype(str).isin(failed_keys)]
         fresh = process(redo)
         kept = rows[~rows[self.key_column].astype(str).isin(failed_keys)]
@@ -225,9 +227,9 @@ class StageRun:
         merged = merged.iloc[merged[self.key_column].astype(str).map(order).argsort(kind="stable")].reset_index(drop=True)
         write_table(merged, path, self.kind, config=read_metadata(path).get("config", {}))
         log.info("retried %d unit(s) with errors in %s", len(redo), path.name)
-        return len(redo)
+        return len(redo), int(merged["error"].notna().sum())
 
-    def _assemble(self, manifest: dict[str, Any], count: int) -> pd.DataFrame:
+    def _assemble(self, count: int) -> pd.DataFrame:
         frames = [read_table(self.parts / f"part-{self.shard_label}-{n:06d}.parquet") for n in range(count)]
         if not frames:
             from stepdata.schema import schema_for

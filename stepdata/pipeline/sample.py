@@ -82,7 +82,7 @@ class SampleStage:
                 })
                 to_check.append((len(rows) - 1, problem.answer, answer))
         verdicts = check_answers([(g, p) for _, g, p in to_check], self.check_config)
-        for (row_index, gold, _), verdict in zip(to_check, verdicts):
+        for (row_index, _, _), verdict in zip(to_check, verdicts):
             row = rows[row_index]
             if verdict.judged:
                 row["correct"] = verdict.match
