@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 PAIR_KINDS = ("step-dpo", "scdpo", "dpo")
 
@@ -78,18 +78,32 @@ LOCALIZED = pa.schema(
     ]
 )
 
+# A pair is (prompt, chosen, rejected) where the prompt is the chat in
+# ``prompt_messages`` continued by ``prefix_steps``: the last message of
+# ``prompt_messages`` is the assistant's partial answer from the template (e.g.
+# "Let's think step by step.\nStep 1:"), and the model's text goes on with the
+# prefix steps, then with chosen or rejected. ``chosen``/``rejected`` hold what
+# the pair teaches: step k only for "step-dpo", the whole rest of the solution for
+# "scdpo", and the whole solution (empty prefix) for "dpo". ``chosen_full`` and
+# ``rejected_full`` are the complete solutions (partial answer + prefix + rest), so
+# a pair can be shown and audited without the rollouts it came from.
 PAIRS = pa.schema(
     [
         pa.field("pair_id", pa.string(), nullable=False),
         pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("source", pa.string()),  # the problem set, e.g. "embedded", "gsm8k"
         pa.field("question", pa.string(), nullable=False),
         pa.field("answer", pa.string()),
+        pa.field("prompt_messages", pa.string()),  # JSON list of {"role", "content"}
         pa.field("prefix_steps", pa.list_(pa.string())),
         pa.field("chosen", pa.string(), nullable=False),
         pa.field("rejected", pa.string(), nullable=False),
         pa.field("chosen_full", pa.string()),
         pa.field("rejected_full", pa.string()),
+        pa.field("chosen_ends_solution", pa.bool_()),  # True when nothing follows chosen (it gets EOS in training)
+        pa.field("rejected_ends_solution", pa.bool_()),
         pa.field("error_step", pa.int64()),
+        pa.field("chosen_verified", pa.bool_()),  # the chosen step passed a checker; null = not checked
         pa.field("kind", pa.string(), nullable=False),
         pa.field("provenance", PROVENANCE_TYPE),
     ]

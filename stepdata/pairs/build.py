@@ -1,0 +1,103 @@
+"""One place that builds a pairs-table row, so every stage fills it the same way.
+
+Stages 3 and 4 and the DPO baseline all produce (prefix, chosen, rejected) with
+different meanings of "chosen"; :func:`make_pair` derives the rest (id, full
+texts, whether each side ends the solution) so that the trainers' end-of-sequence
+policy and the audit view never have to guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Sequence
+
+from stepdata.schema import PAIR_KINDS
+from stepdata.steps import join_steps
+
+
+def prompt_messages_of(messages: Sequence[dict[str, str]]) -> str:
+    """The ``prompt_messages`` JSON text for a rendered template chat."""
+    return json.dumps([{"role": m["role"], "content": m["content"]} for m in messages], ensure_ascii=False)
+
+
+def _partial_answer(prompt_messages: str | None) -> str:
+    """The assistant's partial answer that the prefix steps continue ("" when the chat ends with the user)."""
+    if not prompt_messages:
+        return ""
+    messages = json.loads(prompt_messages)
+    return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+
+
+def make_pair(
+    *,
+    problem_id: str,
+    question: str,
+    answer: str | None,
+    prompt_messages: str | None,
+    prefix_steps: Sequence[str],
+    chosen: str,
+    rejected: str,
+    chosen_rest: str = "",
+    rejected_rest: str = "",
+    kind: str,
+    error_step: int | None,
+    source: str | None = None,
+    chosen_verified: bool | None = None,
+    model: str | None = None,
+    sampling: dict[str, Any] | None = None,
+    localizer: str | None = None,
+) -> dict[str, Any]:
+    """A pairs-table row.
+
+    ``chosen_rest``/``rejected_rest`` are what follows chosen/rejected in their
+    complete solutions (for Step-DPO, the steps after step k); empty means the side
+    ends the solution, so a trainer appends end-of-sequence to it and to nothing else.
+    """
+    if kind not in PAIR_KINDS:
+        raise ValueError(f"unknown pair kind {kind!r}; expected one of {PAIR_KINDS}")
+    head = _partial_answer(prompt_messages) + join_steps(prefix_steps)
+    digest = hashlib.sha256(
+        json.dumps([problem_id, kind, list(prefix_steps), chosen, rejected], ensure_ascii=False).encode()
+    ).hexdigest()[:16]
+    return {
+        "pair_id": f"{problem_id}:{kind}:{digest}",
+        "problem_id": problem_id,
+        "source": source,
+        "question": question,
+        "answer": answer,
+        "prompt_messages": prompt_messages,
+        "prefix_steps": list(prefix_steps),
+        "chosen": chosen,
+        "rejected": rejected,
+        "chosen_full": head + chosen + chosen_rest,
+        "rejected_full": head + rejected + rejected_rest,
+        "chosen_ends_solution": not chosen_rest,
+        "rejected_ends_solution": not rejected_rest,
+        "error_step": error_step,
+        "chosen_verified": chosen_verified,
+        "kind": kind,
+        "provenance": {
+            "model": model,
+            "sampling": json.dumps(sampling or {}, sort_keys=True),
+            "localizer": localizer,
+        },
+    }
+
+
+def pair_prompt_text(tokenizer: Any, prompt_messages: str | None, prefix_steps: Sequence[str]) -> str:
+    """The exact text a model sees before chosen/rejected: the chat template with the
+    partial answer plus the prefix steps, rendered by the same code the generators use."""
+    from stepdata.generation.templates import render_prompt
+    from stepdata.generation.types import GenerationRequest
+
+    if not prompt_messages:
+        raise ValueError("pair has no prompt_messages; cannot build its prompt")
+    messages = json.loads(prompt_messages)
+    prefix = join_steps(prefix_steps)
+    if messages and messages[-1]["role"] == "assistant":
+        messages[-1] = {**messages[-1], "content": messages[-1]["content"] + prefix}
+    elif prefix:
+        messages.append({"role": "assistant", "content": prefix})
+    request = GenerationRequest.chat("pair", messages)
+    return render_prompt(tokenizer, request)
