@@ -144,6 +144,28 @@ def show_cmd(path: str, rows: int) -> None:
         click.echo(with_pd)
 
 
+@main.command("audit")
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="HTML report to write.")
+@click.option("--max-pairs", type=click.IntRange(min=0),
+              help="Render at most N pairs (the page says how many were left out; counts and plots cover all).")
+@click.option("--title", help="Page title (default: 'Pairs audit: FILE NAME').")
+def audit_cmd(pairs: str, out: str, max_pairs: int | None, title: str | None) -> None:
+    """Write a self-contained HTML page auditing the pairs table PAIRS (no network needed to view it)."""
+    from stepdata.audit import write_report
+
+    try:
+        df = read_table(pairs, kind="pairs")
+    except SchemaError as exc:
+        raise click.ClickException(f"{exc} (stepdata audit needs a pairs table)") from None
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError: not a Parquet file
+        raise click.ClickException(f"{pairs}: cannot read it as a Parquet pairs table ({exc})") from None
+    path = write_report(df, out, title=title or f"Pairs audit: {Path(pairs).name}", max_pairs=max_pairs)
+    shown = len(df) if max_pairs is None else min(max_pairs, len(df))
+    left_out = f"; {len(df) - shown} left out by --max-pairs {max_pairs}" if shown < len(df) else ""
+    click.echo(f"wrote the audit of {len(df)} pairs ({shown} rendered{left_out}) to {path}")
+
+
 @main.command("prompts")
 @click.argument("name", required=False)
 def prompts_cmd(name: str | None) -> None:
@@ -454,6 +476,268 @@ def merge_cmd(shards: tuple[str, ...], out: str) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"merged {len(shards)} shard(s), {len(merged)} rows, into {out}")
+
+
+def _load_tokenizer(model: str):
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise click.ClickException("--model needs transformers (install the hf extra)") from None
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot load a tokenizer from {model}: {exc}") from None
+
+
+def _read_pairs(path: str):
+    from stepdata.schema import PAIRS
+
+    try:
+        df = read_table(path, kind="pairs")
+    except (SchemaError, ValueError, OSError) as exc:  # ArrowInvalid (not Parquet) is a ValueError
+        raise click.ClickException(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+    unknown = [c for c in df.columns if c not in PAIRS.names]
+    if unknown:
+        click.echo(f"{path}: ignoring column(s) that are not pairs columns: {unknown}", err=True)
+    return df[list(PAIRS.names)]
+
+
+@main.command("export")
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
+              help="Output file (.parquet or .jsonl). With --test-fraction: OUT.train.* and OUT.test.*; "
+                   "dropped rows go to OUT.dropped.*, the summary to OUT.summary.json.")
+@click.option("--format", "fmt", type=click.Choice(["trl", "step-dpo", "jsonl", "parquet"]), default="parquet",
+              show_default=True,
+              help="trl: prompt (chat template + partial answer + prefix), chosen, rejected; step-dpo: the released "
+                   "Step-DPO columns; jsonl / parquet: the pairs rows.")
+@click.option("--model", help="Model folder whose tokenizer renders prompts (--format trl) and counts tokens (--max-tokens).")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Share of problems (not pairs) held out for test; every pair of a problem lands on one side.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the problem hash that decides the split.")
+@click.option("--dedup/--no-dedup", default=True, show_default=True,
+              help="Drop exact duplicates and pairs equal after normalising case, whitespace and punctuation.")
+@click.option("--near-dup-threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="Also drop pairs whose chosen and rejected both reach this character n-gram Jaccard similarity "
+                   "with an earlier pair of the same problem and prefix (and state the same numbers), e.g. 0.9.")
+@click.option("--ngram", type=click.IntRange(1), default=3, show_default=True, help="n of the n-gram Jaccard.")
+@click.option("--max-chars", type=click.IntRange(1), help="Drop pairs whose chosen or rejected is longer (characters).")
+@click.option("--max-tokens", type=click.IntRange(1), help="Drop pairs whose chosen or rejected is longer (tokens of --model).")
+@click.option("--with-column", "extra_columns", multiple=True, metavar="COLUMN",
+              help="Carry a pairs column into trl / step-dpo output, e.g. --with-column chosen_ends_solution.")
+def export_cmd(pairs: str, out: str, fmt: str, model: str | None, test_fraction: float, seed: int, dedup: bool,
+               near_dup_threshold: float | None, ngram: int, max_chars: int | None, max_tokens: int | None,
+               extra_columns: tuple[str, ...]) -> None:
+    """Filter the pairs table PAIRS, optionally split it by problem, and write it for training.
+
+    Every removed row is written, with the filter and the reason, to OUT.dropped.*.
+    No EOS is added to any text (see stepdata/pairs/export.py).
+    """
+    from stepdata.pairs.export import (ExportError, export_table, file_type, sibling_path, write_dropped,
+                                       write_exported)
+    from stepdata.pairs.filters import FilterConfig, apply_filters
+    from stepdata.pairs.split import split_by_problem
+    from stepdata.pairs.stats import pairs_stats, render_stats
+
+    if fmt == "trl" and model is None:
+        raise click.UsageError("--format trl needs --model (its tokenizer's chat template renders the prompts)")
+    if max_tokens is not None and model is None:
+        raise click.UsageError("--max-tokens needs --model (tokens are counted with its tokenizer)")
+    if near_dup_threshold is not None and not dedup:
+        raise click.UsageError("--near-dup-threshold needs --dedup")
+    try:
+        out_type = file_type(out, fmt)
+    except ExportError as exc:
+        raise click.BadParameter(str(exc), param_hint="--out") from None
+    df = _read_pairs(pairs)
+    tokenizer = _load_tokenizer(model) if model else None
+    filters = FilterConfig(max_chars=max_chars, max_tokens=max_tokens, dedup=dedup,
+                           near_dup_threshold=near_dup_threshold, ngram=ngram)
+    config = {"command": "export", "source": pairs, "format": fmt, "model": model, "test_fraction": test_fraction,
+              "seed": seed, "extra_columns": list(extra_columns), **dataclasses.asdict(filters)}
+    kept, dropped = apply_filters(df, filters, tokenizer=tokenizer)
+    if test_fraction > 0:
+        train, test = split_by_problem(kept, test_fraction, seed)
+        parts = {"train": (sibling_path(out, "train"), train), "test": (sibling_path(out, "test"), test)}
+    else:
+        parts = {"all": (Path(out), kept)}
+    try:  # build every output before writing any, so a bad row leaves no partial export
+        tables = {name: export_table(part, fmt, tokenizer, extra_columns, config | {"split": name})
+                  for name, (_, part) in parts.items()}
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    files = {}
+    for name, (path, _) in parts.items():
+        files[name] = str(write_exported(tables[name], path, fmt, config | {"split": name}))
+    dropped_path = sibling_path(out, "dropped", ".jsonl" if out_type == "jsonl" else ".parquet")
+    files["dropped"] = str(write_dropped(dropped, dropped_path, config))
+    stats = pairs_stats(kept, dropped)
+    split_counts = {name: {"pairs": int(len(part)), "problems": int(part["problem_id"].nunique())}
+                    for name, (_, part) in parts.items()}
+    summary_path = sibling_path(out, "summary", ".json")
+    summary = {"config": config, "rows_in": int(len(df)), "kept": int(len(kept)), "dropped": int(len(dropped)),
+               "split": split_counts, "files": files, "stats": stats}
+    summary_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    click.echo(render_stats(stats))
+    click.echo(f"read {len(df)} pairs from {pairs}; kept {len(kept)}, dropped {len(dropped)} "
+               f"(listed with reasons in {files['dropped']})")
+    for name, (path, part) in parts.items():
+        click.echo(f"wrote {len(part)} pairs ({split_counts[name]['problems']} problems) as {fmt} to {path}")
+    click.echo(f"summary in {summary_path}")
+    if test_fraction > 0 and (not len(parts["test"][1]) or not len(parts["train"][1])) and len(kept):
+        empty = "test" if not len(parts["test"][1]) else "train"
+        click.echo(f"warning: the {empty} side is empty ({stats['problems']} problems at test fraction "
+                   f"{test_fraction}); try another --seed or fraction", err=True)
+
+
+@main.command("stats")
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dropped", "dropped_path", type=click.Path(exists=True, dir_okay=False),
+              help="Rows dropped by `stepdata export` (OUT.dropped.parquet or .jsonl), counted by filter and reason.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the statistics here as JSON.")
+def stats_cmd(pairs: str, dropped_path: str | None, json_out: str | None) -> None:
+    """Print statistics of the pairs table PAIRS: kinds, sources, error steps, pairs per problem, lengths, flags."""
+    from stepdata.pairs.export import read_dropped
+    from stepdata.pairs.filters import DROP_COLUMNS
+    from stepdata.pairs.stats import pairs_stats, render_stats
+
+    df = _read_pairs(pairs)
+    dropped = None
+    if dropped_path:
+        try:
+            dropped = read_dropped(dropped_path)
+        except (ValueError, OSError) as exc:
+            raise click.ClickException(f"{dropped_path}: {exc}") from None
+        missing = [c for c in ("drop_filter", "drop_reason") if c not in dropped.columns]
+        if missing:
+            raise click.ClickException(f"{dropped_path}: not a dropped-rows file (no column(s) {missing}; "
+                                       f"expected {list(DROP_COLUMNS)})")
+    stats = pairs_stats(df, dropped)
+    click.echo(render_stats(stats))
+    if json_out:
+        Path(json_out).write_text(json.dumps(stats, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+@main.command("eval")
+@click.option("--model", "models", multiple=True, required=True,
+              help="Model folder (vllm, hf) or served name (openai); repeat to compare models on the same problems.")
+@click.option("--data", required=True, help="embedded[:N], gsm8k, math500, svamp, multiarith, a problems table or a file.")
+@click.option("--split", default="test", show_default=True, help="Split of a named set (gsm8k has train and test).")
+@click.option("--limit", type=int, help="Use only the first N problems.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
+@click.option("--column", "columns", multiple=True, metavar="OURS=THEIRS", help="Column mapping for a --data file.")
+@click.option("--seed", type=int, default=12345, show_default=True,
+              help="Seed of embedded problems (held out: training data uses other seeds).")
+@click.option("--n-problems", type=int, default=100, show_default=True, help="How many embedded problems.")
+@click.option("--min-steps", type=click.IntRange(2, 6), default=2, show_default=True)
+@click.option("--max-steps", type=click.IntRange(2, 6), default=6, show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "vllm", "openai", "hf"]), default="auto", show_default=True)
+@click.option("--base-url", help="OpenAI-compatible server (openai backend); key from $OPENAI_API_KEY.")
+@click.option("--tokenizer", help="Local tokenizer for the openai backend's completions endpoint.")
+@click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
+              help="Passed to the backend, e.g. --engine-option batch_size=8 (JSON values).")
+@click.option("--template", default="step_by_step", show_default=True, help="Prompt template (prompts/NAME.txt).")
+@click.option("--n", type=int, default=1, show_default=True, help="Samples per problem (n > 1 needs --temperature > 0).")
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--max-tokens", type=int, default=512, show_default=True)
+@click.option("--sampling-seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, help="Problems per engine call (default: all at once).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Folder for eval.json and per-model rows (Parquet).")
+def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, data_dir: str | None,
+             columns: tuple[str, ...], seed: int, n_problems: int, min_steps: int, max_steps: int, backend: str,
+             base_url: str | None, tokenizer: str | None, engine_options: tuple[str, ...], template: str, n: int,
+             temperature: float, top_p: float, max_tokens: int, sampling_seed: int, batch_size: int | None,
+             out: str | None) -> None:
+    """Score each --model on the same problems (greedy by default) and print one row per model."""
+    from stepdata.evaluate import evaluate_model, format_table, load_eval_problems, write_results
+    from stepdata.generation import SamplingConfig
+
+    mapping = dict(item.partition("=")[::2] for item in columns)
+    if min_steps > max_steps or any("=" not in item for item in columns + engine_options):
+        raise click.UsageError("--min-steps is above --max-steps, or a --column/--engine-option is not KEY=VALUE")
+    try:
+        sampling = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=sampling_seed)
+        problems, label = load_eval_problems(data, split=split, limit=limit, data_dir=data_dir, seed=seed,
+                                             n_problems=n_problems, min_steps=min_steps, max_steps=max_steps,
+                                             columns=mapping)
+        load_prompt(template)
+    except (ValueError, FileNotFoundError, BadRowError) as exc:
+        raise click.ClickException(str(exc)) from None
+    results = []
+    for model in models:
+        click.echo(f"evaluating {model} on {len(problems)} problems of {label} ...", err=True)
+        results.append(evaluate_model(model, problems, backend=backend, template=template, sampling=sampling,
+                                      data=label, batch_size=batch_size,
+                                      make_engine=lambda m: _make_engine(backend, m, base_url, tokenizer, engine_options)))
+    click.echo(format_table(results))
+    if out:
+        config = {"command": "eval", "models": list(models), "data": data, "split": split, "limit": limit,
+                  "seed": seed, "n_problems": n_problems, "min_steps": min_steps, "max_steps": max_steps,
+                  "backend": backend, "template": template, "sampling": sampling.as_record()}
+        click.echo(f"wrote {write_results(results, out, config)}")
+    if any(r.judged == 0 and r.samples for r in results):
+        raise SystemExit(1)
+
+
+@main.command("train")
+@click.argument("method", type=click.Choice(["sft", "stepdpo", "scdpo", "dpo"]))
+@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False), help="Model folder to start from.")
+@click.option("--data", required=True,
+              help="Pairs table (.parquet) for stepdpo/scdpo/dpo; problems table or data set name for sft.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the trained model.")
+@click.option("--epochs", type=float, help="Passes over the data.")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--lr", "learning_rate", type=float, help="Peak learning rate (default: the method's paper).")
+@click.option("--beta", type=float, help="DPO temperature (default: the method's paper).")
+@click.option("--batch-size", type=int, help="Per-device batch size.")
+@click.option("--grad-accum", type=int, help="Gradient accumulation steps.")
+@click.option("--max-length", type=int, help="Longest sequence in tokens.")
+@click.option("--kinds", help="Comma-separated pair kinds to use (default: the method's own).")
+@click.option("--eos-policy", type=click.Choice(["auto", "never", "always"]),
+              help="EOS after chosen/rejected: auto = only where the side ends its solution.")
+@click.option("--boundary", type=click.Choice(["fix", "drop", "error"]),
+              help="A token split at the prompt/step boundary: re-encode (verified), drop the row, or stop.")
+@click.option("--stages", type=int, default=1, show_default=True, help="sDPO: train in this many stages.")
+@click.option("--rollouts", type=click.Path(exists=True, dir_okay=False),
+              help="sDPO: rollouts table whose per-problem accuracy orders the stages (easiest first).")
+@click.option("--lora-r", type=int, help="Train a LoRA adapter of this rank (merged into the saved model).")
+@click.option("--template", help="sft: prompt template (default step_by_step).")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR",
+              help="Where named data sets live (sft with a data set name).")
+@click.option("--seed", type=int, help="Training seed.")
+def train_cmd(method: str, model: str, data: str, out: str, epochs: float | None, max_steps: int | None,
+              learning_rate: float | None, beta: float | None, batch_size: int | None, grad_accum: int | None,
+              max_length: int | None, kinds: str | None, eos_policy: str | None, boundary: str | None, stages: int,
+              rollouts: str | None, lora_r: int | None, template: str | None, data_dir: str | None,
+              seed: int | None) -> None:
+    """Train MODEL with METHOD (sft warm-up, stepdpo, scdpo or dpo) and save it to OUT."""
+    try:
+        from trainers.train import train
+    except ImportError as exc:
+        raise click.ClickException(f"training needs the train extra (pip install 'stepdata[train]'): {exc}") from None
+    overrides = {"num_train_epochs": epochs, "max_steps": max_steps, "learning_rate": learning_rate,
+                 "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": grad_accum,
+                 "max_length": max_length, "seed": seed}
+    if method == "sft":
+        overrides["template"] = template
+        source = data if Path(data).exists() else None
+        try:
+            table = read_table(data, kind="problems") if source else load_problems(data, data_dir=data_dir)
+        except (ValueError, FileNotFoundError, BadRowError, SchemaError) as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        if not Path(data).exists():
+            raise click.ClickException(f"pairs table {data} does not exist")
+        table = data
+        overrides.update(beta=beta, eos_policy=eos_policy, boundary=boundary,
+                         kinds=tuple(k.strip() for k in kinds.split(",")) if kinds else None)
+    try:
+        record = train(method, model, table, out, stages=stages, rollouts=rollouts, lora_r=lora_r, **overrides)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({k: v for k, v in record.items() if k != "log"}, indent=2, default=str))
+    click.echo(f"saved {method} model to {out}")
 
 
 @main.command("datasets")

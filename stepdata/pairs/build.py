@@ -23,7 +23,7 @@ def prompt_messages_of(messages: Sequence[dict[str, str]]) -> str:
 
 def _partial_answer(prompt_messages: str | None) -> str:
     """The assistant's partial answer that the prefix steps continue ("" when the chat ends with the user)."""
-    if not prompt_messages:
+    if not isinstance(prompt_messages, str) or not prompt_messages:
         return ""
     messages = json.loads(prompt_messages)
     return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
@@ -91,7 +91,7 @@ def pair_prompt_text(tokenizer: Any, prompt_messages: str | None, prefix_steps: 
     from stepdata.generation.templates import render_prompt
     from stepdata.generation.types import GenerationRequest
 
-    if not prompt_messages:
+    if not isinstance(prompt_messages, str) or not prompt_messages:
         raise ValueError("pair has no prompt_messages; cannot build its prompt")
     messages = json.loads(prompt_messages)
     prefix = join_steps(prefix_steps)

@@ -1,0 +1,174 @@
+"""The numbers at the top of an audit: what a pairs table holds, counted over all its rows.
+
+Computed on the whole table (vectorised, so a table of a million pairs is
+fine) even when the report shows only the first ``max_pairs`` pairs: the
+summary must describe the data set, not the page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from stepdata.audit.fields import as_int, error_step_label
+
+REQUIRED_COLUMNS = ("pair_id", "question", "chosen", "rejected")
+
+
+def check_columns(df: pd.DataFrame) -> None:
+    """Refuse a frame that cannot be a pairs table, naming the missing columns.
+
+    Only the columns a pair cannot be shown without are required; the others
+    (source, error_step, chosen_verified, ...) are shown as missing when absent.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"not a pairs table: missing column(s) {missing}; columns are {list(df.columns)}")
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name``, or an all-null column when the frame lacks it."""
+    if name in df.columns:
+        return df[name]
+    return pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def _counts(series: pd.Series, missing_label: str) -> dict[str, int]:
+    """Value counts as {label: count}, largest first, nulls under ``missing_label``."""
+    labelled = series.astype(object).where(series.notna(), missing_label).astype(str)
+    counts = labelled.value_counts(sort=False)
+    return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+@dataclass
+class Histogram:
+    """Bars to draw: one label per bar and one list of counts per series."""
+
+    labels: list[str]
+    series: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class PairsSummary:
+    """Counts over a whole pairs table (see :func:`summarize`)."""
+
+    pairs: int
+    problems: int
+    by_kind: dict[str, int]
+    by_source: dict[str, int]
+    verified: int  # chosen_verified is True
+    failed_check: int  # chosen_verified is False
+    unchecked: int  # chosen_verified is null
+    median_chosen_chars: float | None
+    median_rejected_chars: float | None
+    error_steps: Histogram
+    pairs_per_problem: Histogram
+    lengths: Histogram
+
+    @property
+    def verified_share(self) -> float | None:
+        """Share of all pairs whose chosen side passed a checker (None for an empty table)."""
+        return self.verified / self.pairs if self.pairs else None
+
+
+def _nice_step(span: float, target_bins: int) -> int:
+    """A round bin width (1, 2, 5 x 10^k) giving about ``target_bins`` bins over ``span``."""
+    raw = max(span / max(target_bins, 1), 1.0)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if factor * magnitude >= raw:
+            return int(factor * magnitude)
+    return int(10 * magnitude)  # pragma: no cover - the loop always returns
+
+
+def int_histogram(values: Sequence[int], max_bars: int = 30) -> tuple[list[int], list[int]]:
+    """Bin starts and counts for integers: one bar per value, or round ranges when there are too many."""
+    if not len(values):
+        return [], []
+    lo, hi = min(values), max(values)
+    width = 1 if hi - lo + 1 <= max_bars else _nice_step(hi - lo + 1, max_bars)
+    first = (lo // width) * width
+    starts = list(range(first, hi + 1, width))
+    counts = [0] * len(starts)
+    for v in values:
+        counts[(v - first) // width] += 1
+    return starts, counts
+
+
+def _range_label(start: int, width: int) -> str:
+    return str(start) if width == 1 else f"{start}\u2013{start + width - 1}"
+
+
+def _error_step_histogram(df: pd.DataFrame) -> Histogram:
+    """Pairs per error step, shown as "Step k+1"; every step between the first and last gets a bar."""
+    steps = [as_int(v) for v in _column(df, "error_step").tolist()]
+    known = [s for s in steps if s is not None and s >= 0]
+    starts, counts = int_histogram(known)
+    width = starts[1] - starts[0] if len(starts) > 1 else 1
+    if width == 1:
+        labels = [error_step_label(s) for s in starts]
+    else:
+        labels = [f"Steps {s + 1}\u2013{s + width}" for s in starts]
+    for label, count in (("no error", sum(1 for s in steps if s is not None and s < 0)),
+                         ("unknown", sum(1 for s in steps if s is None))):
+        if count:
+            labels.append(label)
+            counts.append(count)
+    return Histogram(labels, {"pairs": counts})
+
+
+def _pairs_per_problem_histogram(df: pd.DataFrame) -> Histogram:
+    """How many problems have 1, 2, 3, ... pairs (a few problems dominating shows up here)."""
+    per_problem = _column(df, "problem_id").astype(object).where(lambda s: s.notna(), "(null)")
+    sizes = per_problem.value_counts().tolist()
+    starts, counts = int_histogram([int(s) for s in sizes])
+    width = starts[1] - starts[0] if len(starts) > 1 else 1
+    return Histogram([_range_label(s, width) for s in starts], {"problems": counts})
+
+
+def _length_histogram(chosen: pd.Series, rejected: pd.Series, target_bins: int = 20) -> Histogram:
+    """Chosen and rejected lengths (characters) over the same bins, to compare their distributions."""
+    values = [int(v) for v in chosen.tolist() + rejected.tolist()]
+    if not values:
+        return Histogram([], {"chosen": [], "rejected": []})
+    lo, hi = min(values), max(values)
+    width = _nice_step(hi - lo + 1, target_bins)
+    first = (lo // width) * width
+    bins = (hi - first) // width + 1
+    series = {}
+    for name, lengths in (("chosen", chosen), ("rejected", rejected)):
+        counts = [0] * bins
+        for v in lengths.tolist():
+            counts[(int(v) - first) // width] += 1
+        series[name] = counts
+    labels = [_range_label(first + i * width, width) for i in range(bins)]
+    return Histogram(labels, series)
+
+
+def _lengths(series: pd.Series) -> pd.Series:
+    return series.astype(object).where(series.notna(), "").astype(str).str.len()
+
+
+def summarize(df: pd.DataFrame) -> PairsSummary:
+    """Count what ``df`` (a pairs table) holds: pairs, problems, kinds, sources, checks, lengths."""
+    check_columns(df)
+    verified = _column(df, "chosen_verified")
+    known = verified[verified.notna()].astype(bool)
+    chosen_len, rejected_len = _lengths(df["chosen"]), _lengths(df["rejected"])
+    return PairsSummary(
+        pairs=len(df),
+        problems=int(_column(df, "problem_id").nunique(dropna=True)),
+        by_kind=_counts(_column(df, "kind"), "(none)"),
+        by_source=_counts(_column(df, "source"), "(unknown)"),
+        verified=int(known.sum()),
+        failed_check=int((~known).sum()),
+        unchecked=int(verified.isna().sum()),
+        median_chosen_chars=float(chosen_len.median()) if len(df) else None,
+        median_rejected_chars=float(rejected_len.median()) if len(df) else None,
+        error_steps=_error_step_histogram(df),
+        pairs_per_problem=_pairs_per_problem_histogram(df),
+        lengths=_length_histogram(chosen_len, rejected_len),
+    )

@@ -1,0 +1,94 @@
+"""Bar charts as inline SVG, drawn by hand.
+
+A report must open anywhere, offline, years later, without a plotting library
+installed where it is read or where it is made; a few rectangles and labels in
+SVG do that. Every label is escaped, since some come from the data (kinds,
+sources).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from html import escape
+
+WIDTH, HEIGHT = 420, 240
+LEFT, RIGHT, TOP, BOTTOM = 44, 10, 38, 58
+
+
+def _ticks(top: int, count: int = 4) -> list[int]:
+    """Round y-axis tick values (steps of 1, 2, 5 x 10^k) from 0 up to at least ``top``."""
+    if top <= 0:
+        return [0, 1]
+    raw = max(top / count, 1.0)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(int(f * magnitude) for f in (1, 2, 5, 10) if f * magnitude >= raw)
+    return list(range(0, math.ceil(top / step) * step + 1, step))
+
+
+def bar_chart(
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[tuple[str, str, Sequence[int]]],
+    x_label: str,
+    y_label: str,
+) -> str:
+    """A bar chart (grouped bars when there are several series) as an ``<svg>`` element.
+
+    ``series`` holds (name, colour, counts) with one count per label. Each bar has
+    a ``<title>`` (hover tooltip) with its exact count, since the axis only shows round ticks.
+    """
+    parts = [
+        (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+         f'aria-label="{escape(title)}" class="sd-chart">'),
+        (f'<text x="{WIDTH / 2:.0f}" y="16" text-anchor="middle" font-size="13" font-weight="600" '
+         f'fill="#1f2328">{escape(title)}</text>'),
+    ]
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    x0, y0 = LEFT, TOP + plot_h
+    if not labels or not series:
+        parts.append(f'<text x="{WIDTH / 2:.0f}" y="{HEIGHT / 2:.0f}" text-anchor="middle" font-size="12" '
+                     f'fill="#8c959f">no data</text></svg>')
+        return "".join(parts)
+    top = max((max(counts) if len(counts) else 0) for _, _, counts in series)
+    ticks = _ticks(top)
+    y_max = max(ticks[-1], 1)
+
+    def y(value: float) -> float:
+        return y0 - plot_h * value / y_max
+
+    for t in ticks:
+        parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#eaeef2"/>'
+                     f'<text x="{x0 - 4}" y="{y(t) + 4:.1f}" text-anchor="end" font-size="10" '
+                     f'fill="#5d6770">{t}</text>')
+    slot = plot_w / len(labels)
+    bar_w = max(slot * 0.8 / len(series), 0.5)
+    for i, label in enumerate(labels):
+        for j, (name, colour, counts) in enumerate(series):
+            count = int(counts[i])
+            bx = x0 + i * slot + slot * 0.1 + j * bar_w
+            parts.append(f'<rect x="{bx:.1f}" y="{y(count):.1f}" width="{bar_w:.1f}" '
+                         f'height="{y0 - y(count):.1f}" fill="{escape(colour)}">'
+                         f'<title>{escape(name)}, {escape(label)}: {count}</title></rect>')
+    # Show at most ~12 x labels so they never overlap; the tooltips carry every one.
+    every = max(1, math.ceil(len(labels) / 12))
+    for i, label in enumerate(labels):
+        if i % every:
+            continue
+        cx = x0 + (i + 0.5) * slot
+        parts.append(f'<text x="{cx:.1f}" y="{y0 + 12}" text-anchor="end" font-size="10" fill="#1f2328" '
+                     f'transform="rotate(-35 {cx:.1f} {y0 + 12})">{escape(label)}</text>')
+    parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y0}" y2="{y0}" stroke="#1f2328"/>')
+    parts.append(f'<text x="{x0 + plot_w / 2:.0f}" y="{HEIGHT - 4}" text-anchor="middle" font-size="11" '
+                 f'fill="#5d6770">{escape(x_label)}</text>')
+    parts.append(f'<text x="12" y="{y0 - plot_h / 2:.0f}" text-anchor="middle" font-size="11" fill="#5d6770" '
+                 f'transform="rotate(-90 12 {y0 - plot_h / 2:.0f})">{escape(y_label)}</text>')
+    if len(series) > 1:
+        lx = x0 + plot_w
+        ly = TOP - 8
+        for name, colour, _ in reversed(series):
+            lx -= 8 + 7 * len(name) + 12
+            parts.append(f'<rect x="{lx}" y="{ly - 8}" width="9" height="9" fill="{escape(colour)}"/>'
+                         f'<text x="{lx + 12}" y="{ly}" font-size="10" fill="#1f2328">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

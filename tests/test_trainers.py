@@ -1,0 +1,171 @@
+"""The trainers on a tiny random Llama: a few steps of each raise the chosen-over-rejected
+log-prob margin, sDPO swaps its reference model per stage, SFT data masks the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import requires_train
+
+from stepdata.embedded import make_problems
+from stepdata.pairs import make_pair, prompt_messages_of
+from stepdata.prompts import load_prompt
+
+pytestmark = requires_train
+
+
+def _pairs(kind: str, n: int = 8) -> pd.DataFrame:
+    """Pairs from embedded problems: the gold step against the same step with its result off by one."""
+    rows = []
+    template = load_prompt("step_by_step")
+    for problem in make_problems(n, seed=3, min_steps=2, max_steps=3).itertuples():
+        steps = json.loads(problem.meta)["steps"]
+        lines = problem.solution.split("\n")
+        body = [line + "\n" for line in lines]
+        body[0] = body[0][len("Step 1:"):]
+        k = len(steps) - 1 if kind != "dpo" else 0
+        wrong_value = steps[k]["value"] + 1
+        wrong = body[k].replace(f"= {steps[k]['value']} ", f"= {wrong_value} ")
+        assert wrong != body[k]
+        messages = prompt_messages_of(template.render(question=problem.question))
+        final = lines[-1]
+        if kind == "step-dpo":
+            chosen, rejected = body[k], wrong
+            rests = (final, f"The answer is {wrong_value}.")
+        else:  # scdpo and dpo: the whole rest of the solution
+            chosen = "".join(body[k:]).rstrip("\n")
+            rejected = wrong + "".join(body[k + 1:-1]) + f"The answer is {wrong_value}."
+            rests = ("", "")
+        rows.append(make_pair(problem_id=problem.problem_id, question=problem.question, answer=problem.answer,
+                              prompt_messages=messages, prefix_steps=body[:k], chosen=chosen, rejected=rejected,
+                              chosen_rest=rests[0], rejected_rest=rests[1], kind=kind, error_step=k,
+                              source="embedded"))
+    return pd.DataFrame(rows)
+
+
+def _margin(model, dataset, collator) -> float:
+    """Mean over pairs of log p(chosen) - log p(rejected) under ``model`` (completion tokens only)."""
+    import torch
+
+    batch = collator([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    logps = torch.log_softmax(logits.float(), -1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    per_seq = (logps * batch["completion_mask"][:, 1:]).sum(-1)
+    chosen, rejected = per_seq.chunk(2)
+    return float((chosen - rejected).mean())
+
+
+@pytest.mark.parametrize("method,kind", [("stepdpo", "step-dpo"), ("scdpo", "scdpo"), ("dpo", "dpo")])
+def test_a_few_steps_raise_the_chosen_margin(tiny_model_dir, tmp_path, method, kind):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.config import CONFIGS
+    from trainers.step_dpo import StepDPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = CONFIGS[method](output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=12,
+                             learning_rate=2e-3, beta=0.5, warmup_steps=0, use_cpu=True, save_strategy="no",
+                             logging_steps=4, seed=0)
+    assert config.kinds == (kind,)
+    trainer = StepDPOTrainer(model=model, args=config, train_dataset=_pairs(kind), processing_class=tokenizer)
+    assert trainer.data_report.rows_out == 8 and trainer.data_report.dropped == []
+    expected_eos = 0 if kind == "step-dpo" else 16  # a middle step gets none; whole continuations both get one
+    assert trainer.data_report.eos_added == expected_eos
+    before = _margin(trainer.model, trainer.train_dataset, trainer.data_collator)
+    trainer.train()
+    after = _margin(trainer.model, trainer.train_dataset, trainer.data_collator)
+    assert after > before + 0.5, (before, after)
+
+
+def test_paper_defaults_and_overrides():
+    from trainers.config import DPOBaselineConfig, SCDPOConfig, StepDPOConfig
+
+    step = StepDPOConfig(output_dir="x", use_cpu=True)
+    assert (step.beta, step.learning_rate, step.lr_scheduler_type, step.warmup_steps) == (0.4, 5e-7, "cosine", 0.1)
+    assert step.eos_policy == "auto" and step.boundary == "fix"
+    scdpo = SCDPOConfig(output_dir="x", use_cpu=True)
+    assert (scdpo.beta, scdpo.learning_rate, scdpo.kinds) == (0.1, 1e-7, ("scdpo",))
+    assert DPOBaselineConfig(output_dir="x", use_cpu=True, beta=0.3).beta == 0.3
+
+
+def test_sdpo_stages_use_the_previous_stage_as_reference(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.config import StepDPOConfig
+    from trainers.staged import problem_order, split_stages, train_staged
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    pairs = _pairs("step-dpo", n=6)
+    # difficulty from rollouts: accuracy falls along the file order, except that it is given in reverse
+    ids = list(pairs["problem_id"])
+    accuracy = {pid: 1 - i / (len(ids) - 1) for i, pid in reversed(list(enumerate(ids)))}
+    rollouts = pd.DataFrame([{"problem_id": pid, "correct": c}
+                             for pid, acc in accuracy.items() for c in [True] * round(acc * 4) + [False] * (4 - round(acc * 4))])
+    order = problem_order(pairs, rollouts)
+    assert order == ids  # easiest (all rollouts right) first
+    parts = split_stages(pairs, 2, order)
+    assert [len(p) for p in parts] == [3, 3] and set(parts[0].problem_id).isdisjoint(parts[1].problem_id)
+
+    seen = {}
+
+    def capture(stage, trainer):
+        seen[stage] = {
+            "ref": {k: v.detach().clone() for k, v in trainer.ref_model.state_dict().items()},
+            "trained": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+            "problems": set(trainer.train_dataset["pair_id"]) if "pair_id" in trainer.train_dataset.column_names else None,
+        }
+
+    config = StepDPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=3, max_steps=3, learning_rate=5e-3,
+                           warmup_steps=0, use_cpu=True, save_strategy="no", seed=0)
+    _, records = train_staged(model, tokenizer, pairs, config, stages=2, rollouts=rollouts, on_stage_end=capture)
+    assert [r["pairs"] for r in records] == [3, 3]
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(seen[1]["ref"][name], initial[name])  # stage 1: reference = the starting model
+    assert torch.equal(seen[2]["ref"][name], seen[1]["trained"][name])  # stage 2: reference = stage 1's result
+    assert not torch.equal(seen[2]["ref"][name], initial[name])
+
+
+def test_sft_data_masks_the_prompt_and_ends_with_eos(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from trainers.sft import sft_dataset, solution_in_step_format
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    problems = make_problems(3, seed=5)
+    problems.loc[2, "solution"] = None
+    dataset, report = sft_dataset(problems, tokenizer)
+    assert report.rows_out == 2 and report.dropped_by_reason == {"no_solution": 1}
+    row = dataset[0]
+    completion = [t for t, m in zip(row["input_ids"], row["completion_mask"]) if m]
+    prompt = [t for t, m in zip(row["input_ids"], row["completion_mask"]) if not m]
+    text = tokenizer.decode(completion[:-1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert completion[-1] == tokenizer.eos_token_id
+    assert "Step 1:" + text == problems.solution[0]  # the template already wrote "Step 1:"
+    assert tokenizer.decode(prompt).endswith("Let's think step by step.\nStep 1:")
+    gsm8k = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nIn total 48+24 = <<48+24=72>>72 clips.\n#### 72"
+    assert solution_in_step_format(gsm8k, None) == (
+        "Step 1: Natalia sold 48/2 = 24 clips in May.\nStep 2: In total 48+24 = 72 clips.\nThe answer is 72.")
+
+
+def test_sft_a_few_steps_lower_the_loss(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.sft import StepSFTConfig, StepSFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = StepSFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=15, learning_rate=3e-3,
+                           use_cpu=True, save_strategy="no", logging_steps=5, seed=0)
+    trainer = StepSFTTrainer(model=model, args=config, train_dataset=make_problems(8, seed=2, max_steps=3),
+                             processing_class=tokenizer)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 3 and losses[-1] < losses[0] * 0.8, losses

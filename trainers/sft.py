@@ -1,0 +1,124 @@
+"""SFT warm-up on reference solutions in our step format (TRL's ``SFTTrainer``).
+
+The first phase of every recipe here (Step-DPO's, DPO-ST's): a small model as
+shipped rarely writes "Step k:" solutions that end in a checkable answer, so it
+makes no useful pairs. A short SFT on problems with reference solutions fixes the
+format and gives an accuracy where the model both succeeds and fails.
+
+The prompt is the same chat the sampling stage sends (template with its partial
+answer, e.g. "Let's think step by step.\\nStep 1:"), so the model learns to
+continue exactly what it will be given; the loss is on the solution only, which
+ends in EOS. Solutions that are not in step format (GSM8K's lines with
+``#### answer``) are converted: one line a step, then "The answer is X.".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from stepdata.generation.templates import render_prompt
+from stepdata.generation.types import GenerationRequest
+from stepdata.io import read_table
+from stepdata.prompts import load_prompt
+from stepdata.steps import STEP_MARKER
+from trainers.data import BoundaryError, DataReport, encode_continuation
+
+_GSM8K_FINAL = re.compile(r"\n?####\s*(.+?)\s*$", re.DOTALL)
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+@dataclass
+class StepSFTConfig(SFTConfig):
+    """SFT warm-up defaults: one cosine epoch, loss on the solution only, no recomputation."""
+
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the problems."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "A float below 1 is a share of all steps."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the solution tokens only."})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Logging integrations."})
+    template: str = field(default="step_by_step", metadata={"help": "Prompt template (name or path)."})
+
+
+def solution_in_step_format(solution: str, answer: str | None) -> str:
+    """``solution`` as "Step 1: ...\\nStep 2: ...\\nThe answer is X." (unchanged if it already has markers)."""
+    if STEP_MARKER.search(solution):
+        return solution
+    final = _GSM8K_FINAL.search(solution)
+    body = solution[: final.start()] if final else solution
+    answer = answer if answer is not None else (final.group(1) if final else None)
+    lines = [line.strip() for line in _CALCULATOR.sub("", body).splitlines() if line.strip()]
+    steps = [f"Step {i + 1}: {line}" for i, line in enumerate(lines)]
+    if answer is not None:
+        steps.append(f"The answer is {answer}.")
+    return "\n".join(steps)
+
+
+def _overlap(partial: str, text: str) -> int:
+    """Length of the longest end of ``partial`` that ``text`` starts with ("Step 1:" in both)."""
+    for k in range(min(len(partial), len(text)), 0, -1):
+        if partial.endswith(text[:k]):
+            return k
+    return 0
+
+
+def sft_example(tokenizer: Any, template: Any, question: str, solution: str) -> dict[str, list[int]]:
+    """``input_ids`` and ``completion_mask`` for one problem; EOS ends the solution."""
+    messages = template.render(question=question)
+    prompt_text = render_prompt(tokenizer, GenerationRequest.chat("sft", messages))
+    completion = solution
+    if template.continues_assistant:
+        completion = solution[_overlap(messages[-1]["content"], solution):]
+    prompt_ids = list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
+    completion_ids, _ = encode_continuation(tokenizer, prompt_text, prompt_ids, completion)
+    completion_ids = completion_ids + [tokenizer.eos_token_id]
+    return {"input_ids": prompt_ids + completion_ids,
+            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}
+
+
+def sft_dataset(problems: pd.DataFrame, tokenizer: Any, template: str = "step_by_step") -> tuple[Dataset, DataReport]:
+    """Problems with reference solutions -> a tokenized dataset; rows without a solution are reported."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token; set one before training")
+    prompt = load_prompt(template)
+    report = DataReport(rows_in=len(problems))
+    examples = []
+    for row in problems.itertuples(index=False):
+        solution = row.solution if isinstance(row.solution, str) else ""
+        if not solution.strip():
+            report.dropped.append({"pair_id": row.problem_id, "reason": "no_solution: the row has no reference solution"})
+            continue
+        answer = row.answer if isinstance(row.answer, str) else None
+        try:
+            examples.append(sft_example(tokenizer, prompt, row.question, solution_in_step_format(solution, answer)))
+        except (BoundaryError, KeyError, ValueError) as exc:
+            report.dropped.append({"pair_id": row.problem_id, "reason": f"bad_row: {exc}"})
+    report.rows_out = len(examples)
+    if not examples:
+        raise ValueError(f"no SFT examples: {report.rows_in} rows in, dropped by reason {report.dropped_by_reason}")
+    return Dataset.from_list(examples), report
+
+
+class StepSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` that takes a problems table (DataFrame or Parquet path) with reference solutions."""
+
+    def __init__(self, model: Any, args: StepSFTConfig, train_dataset: Any, processing_class: Any, **kwargs: Any):
+        if processing_class is None:
+            raise ValueError("StepSFTTrainer needs the tokenizer (processing_class)")
+        if processing_class.pad_token is None:
+            processing_class.pad_token = processing_class.eos_token
+        self.data_report = DataReport()
+        if isinstance(train_dataset, (str, Path)):
+            train_dataset = read_table(train_dataset, kind="problems")
+        if isinstance(train_dataset, pd.DataFrame):
+            train_dataset, self.data_report = sft_dataset(train_dataset, processing_class, args.template)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class,
+                         **kwargs)
