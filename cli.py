@@ -260,12 +260,13 @@ def _run_options(func):  # noqa: ANN001, ANN202 - click decorator stack shared b
     return func
 
 
-def _engine_options(func=None, *, required: bool = True):  # noqa: ANN001, ANN202
+def _engine_options(func=None, *, required: bool = True, many: bool = False):  # noqa: ANN001, ANN202
     if func is None:
-        return lambda f: _engine_options(f, required=required)
+        return lambda f: _engine_options(f, required=required, many=many)
     options = [
         click.option("--backend", type=click.Choice(["auto", "vllm", "openai", "hf"]), default="auto", show_default=True),
-        click.option("--model", required=required, help="Model folder (vllm, hf) or served model name (openai)."),
+        click.option("--model", "models" if many else "model", multiple=many, required=required,
+                     help="Model folder (vllm, hf) or served model name (openai)." + (" Repeat to compare." if many else "")),
         click.option("--base-url", help="OpenAI-compatible server (openai backend); key from $OPENAI_API_KEY."),
         click.option("--tokenizer", help="Local tokenizer for the openai backend's completions endpoint."),
         click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
@@ -349,9 +350,10 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
 @click.argument("rollouts", type=click.Path(exists=True, dir_okay=False))
 @_run_options
 @_engine_options(required=False)
-@click.option("--method", type=click.Choice(["rules", "judge", "rules+judge", "rollouts"]), default="rules",
+@click.option("--method", type=click.Choice(["rules", "exact", "judge", "rules+judge", "rollouts"]), default="rules",
               show_default=True,
-              help="rules: exact checks of every step's arithmetic (no model); judge: an LLM judge with a majority "
+              help="rules: exact checks of every step's arithmetic (no model); exact: rules plus each step's value "
+                   "against the gold steps (embedded problems, needs --problems); judge: an LLM judge with a majority "
                    "vote; rules+judge: the judge only where rules find nothing; rollouts: Monte-Carlo continuations "
                    "from each prefix with --model as the policy.")
 @click.option("--rollouts", "rollouts_per_prefix", type=int, default=8, show_default=True,
@@ -381,6 +383,8 @@ def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, ov
     needs_model = needs_judge or method == "rollouts"
     if needs_model and (model is None or problems_source is None):
         raise click.UsageError(f"--method {method} needs --model and --problems (the questions and answers)")
+    if method == "exact" and problems_source is None:
+        raise click.UsageError("--method exact needs --problems (embedded problems with their gold steps)")
     try:
         table = read_table(rollouts, kind="rollouts")
         shard_pair = parse_shard(shard)
@@ -409,6 +413,116 @@ def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, ov
     click.echo(f"localized {stats['localized']} of {run.summary.rows} wrong rollouts ({stats['unknown']} unknown); "
                f"not localized: {left_out['correct']} correct, {left_out['unjudged_or_failed']} unjudged or failed; "
                f"wrote {run.summary.output}")
+
+
+def _pair_stage_done(stats: dict, what: str) -> None:
+    outcomes = ", ".join(f"{k} {v}" for k, v in stats.get("outcomes", {}).items())
+    click.echo(f"{what}: {stats['pairs']} pairs ({stats['pairs_by_kind']}) from {stats['units']} units; "
+               f"outcomes: {outcomes}; capped per problem: {stats['capped_per_problem']}; "
+               f"chosen verified: {stats['chosen_verified']}; wrote {stats['pairs_output']}")
+
+
+@main.command("rectify")
+@click.argument("localized", type=click.Path(exists=True, dir_okay=False))
+@_engine_options
+@_run_options
+@click.option("--problems", "problems_source", required=True, help="Problems table or data set (questions, answers).")
+@click.option("--template", default="step_by_step", show_default=True,
+              help="The template the rollouts were sampled with.")
+@click.option("--n", type=int, default=8, show_default=True, help="Continuations per wrong rollout (Step-DPO used 20).")
+@click.option("--temperature", type=float, default=0.8, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--max-tokens", type=int, default=512, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-pairs-per-rollout", type=int, help="Keep at most this many distinct chosen steps per rollout.")
+@click.option("--max-pairs-per-problem", type=int, help="Keep at most this many pairs per problem.")
+@click.option("--verify", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+              help="auto: drop chosen steps that the exact checker (embedded problems) or the rules reject.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
+def rectify_cmd(localized: str, backend: str, model: str, base_url: str | None, tokenizer: str | None,
+                engine_options: tuple[str, ...], out: str, batch_size: int, shard: str | None, overwrite: bool,
+                allow_config_change: bool, problems_source: str, template: str, n: int, temperature: float,
+                top_p: float, max_tokens: int, seed: int, max_pairs_per_rollout: int | None,
+                max_pairs_per_problem: int | None, verify: str, data_dir: str | None) -> None:
+    """Stage 3: continue every localized wrong rollout from its correct prefix with the same policy
+    and pair the right continuations' first step with the wrong step (Step-DPO pairs)."""
+    from stepdata.pipeline import ConfigChanged, parse_shard
+    from stepdata.pipeline.rectify import RectifyConfig, run_rectify
+
+    try:
+        table = read_table(localized, kind="localized")
+        problems = _load_units(problems_source, "problems", data_dir)
+        config = RectifyConfig(template=template, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                               seed=seed, max_pairs_per_rollout=max_pairs_per_rollout, verify=verify)
+        config.sampling()
+        shard_pair = parse_shard(shard)
+    except (SchemaError, ValueError, FileNotFoundError, BadRowError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        with _make_engine(backend, model, base_url, tokenizer, engine_options) as generator:
+            _, stats = run_rectify(generator, table, problems, out, config,
+                                   max_pairs_per_problem=max_pairs_per_problem, batch_size=batch_size,
+                                   shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change,
+                                   run_config={"source": localized, "backend": backend})
+    except (ConfigChanged, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _pair_stage_done(stats, "rectify")
+
+
+@main.command("synthesize")
+@click.argument("source")
+@_engine_options
+@_run_options
+@click.option("--problems", "problems_source", help="Problems table or data set (needed when SOURCE is rollouts).")
+@click.option("--template", default="step_by_step", show_default=True)
+@click.option("--rounds", type=int, default=3, show_default=True, help="Continuations tried per cut point.")
+@click.option("--cuts", type=int, help="Cut points sampled per solution (default: every step but the last).")
+@click.option("--include-last-step", is_flag=True, help="Also cut before the last step.")
+@click.option("--schedule", help="Per-step temperatures, e.g. '1.1,1.2,1.3,1.4' (default min(1.1+0.1*i, 1.4)).")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--max-step-tokens", type=int, default=160, show_default=True, help="Longest generated step.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-pairs-per-problem", type=int, default=2, show_default=True,
+              help="SCDPO kept 2 for GSM8K-like data, 3 for MATH-like data.")
+@click.option("--dpo-pairs", is_flag=True, help="Also add whole-solution DPO pairs (correct vs wrong rollout).")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
+def synthesize_cmd(source: str, backend: str, model: str, base_url: str | None, tokenizer: str | None,
+                   engine_options: tuple[str, ...], out: str, batch_size: int, shard: str | None, overwrite: bool,
+                   allow_config_change: bool, problems_source: str | None, template: str, rounds: int,
+                   cuts: int | None, include_last_step: bool, schedule: str | None, top_p: float,
+                   max_step_tokens: int, seed: int, max_pairs_per_problem: int, dpo_pairs: bool,
+                   data_dir: str | None) -> None:
+    """Stage 4: step-controlled negatives from the correct rollouts in SOURCE (or from the reference
+    solutions of a problems table): continue from step k at a rising temperature until the answer is wrong."""
+    from stepdata.pipeline import ConfigChanged, parse_shard
+    from stepdata.pipeline.synthesize import SynthesizeConfig, run_synthesize, synthesis_units
+
+    try:
+        kind = read_metadata(source).get("kind") if Path(source).exists() and source.endswith(".parquet") else None
+        if kind == "rollouts":
+            if problems_source is None:
+                raise click.UsageError("SOURCE is a rollouts table: give --problems for the questions and answers")
+            problems = _load_units(problems_source, "problems", data_dir)
+            units, left_out = synthesis_units(rollouts=read_table(source, kind="rollouts"))
+        else:
+            problems = _load_units(source, "problems", data_dir)
+            units, left_out = synthesis_units(problems=problems, template=template)
+        temperatures = tuple(float(t) for t in schedule.split(",")) if schedule else ()
+        config = SynthesizeConfig(template=template, rounds=rounds, cuts=cuts, include_last_step=include_last_step,
+                                  schedule=temperatures, top_p=top_p, max_step_tokens=max_step_tokens, seed=seed,
+                                  dpo_pairs=dpo_pairs)
+        shard_pair = parse_shard(shard)
+    except (SchemaError, ValueError, FileNotFoundError, BadRowError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        with _make_engine(backend, model, base_url, tokenizer, engine_options) as generator:
+            _, stats = run_synthesize(generator, units, problems, out, config,
+                                      max_pairs_per_problem=max_pairs_per_problem, batch_size=batch_size,
+                                      shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change,
+                                      run_config={"source": source, "backend": backend}, left_out=left_out)
+    except (ConfigChanged, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _pair_stage_done(stats, "synthesize")
 
 
 @main.group("bench")
@@ -619,23 +733,17 @@ def stats_cmd(pairs: str, dropped_path: str | None, json_out: str | None) -> Non
 
 
 @main.command("eval")
-@click.option("--model", "models", multiple=True, required=True,
-              help="Model folder (vllm, hf) or served name (openai); repeat to compare models on the same problems.")
+@_engine_options(many=True)
 @click.option("--data", required=True, help="embedded[:N], gsm8k, math500, svamp, multiarith, a problems table or a file.")
 @click.option("--split", default="test", show_default=True, help="Split of a named set (gsm8k has train and test).")
 @click.option("--limit", type=int, help="Use only the first N problems.")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
 @click.option("--column", "columns", multiple=True, metavar="OURS=THEIRS", help="Column mapping for a --data file.")
 @click.option("--seed", type=int, default=12345, show_default=True,
-              help="Seed of embedded problems (held out: training data uses other seeds).")
+              help="Seed of embedded problems (held out: make training data with another seed).")
 @click.option("--n-problems", type=int, default=100, show_default=True, help="How many embedded problems.")
 @click.option("--min-steps", type=click.IntRange(2, 6), default=2, show_default=True)
 @click.option("--max-steps", type=click.IntRange(2, 6), default=6, show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "vllm", "openai", "hf"]), default="auto", show_default=True)
-@click.option("--base-url", help="OpenAI-compatible server (openai backend); key from $OPENAI_API_KEY.")
-@click.option("--tokenizer", help="Local tokenizer for the openai backend's completions endpoint.")
-@click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
-              help="Passed to the backend, e.g. --engine-option batch_size=8 (JSON values).")
 @click.option("--template", default="step_by_step", show_default=True, help="Prompt template (prompts/NAME.txt).")
 @click.option("--n", type=int, default=1, show_default=True, help="Samples per problem (n > 1 needs --temperature > 0).")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
@@ -654,8 +762,11 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
     from stepdata.generation import SamplingConfig
 
     mapping = dict(item.partition("=")[::2] for item in columns)
-    if min_steps > max_steps or any("=" not in item for item in columns + engine_options):
-        raise click.UsageError("--min-steps is above --max-steps, or a --column/--engine-option is not KEY=VALUE")
+    if min_steps > max_steps:
+        raise click.BadParameter("--min-steps is larger than --max-steps")
+    for item in columns + engine_options:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--column/--engine-option")
     try:
         sampling = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=sampling_seed)
         problems, label = load_eval_problems(data, split=split, limit=limit, data_dir=data_dir, seed=seed,

@@ -75,6 +75,18 @@ class PromptTemplate:
 
         return [{"role": role, "content": fill(text)} for role, text in self.messages]
 
+    def render_continuing(self, prefix: str, **values: str) -> list[dict[str, str]]:
+        """The chat with the partial answer extended by ``prefix`` (steps the model wrote before).
+
+        This is how every stage resumes a solution mid-way: the model sees its own
+        earlier steps as the start of its answer, byte for byte.
+        """
+        if not self.continues_assistant:
+            raise ValueError(f"prompt {self.name!r} must end with a partial [assistant] answer to continue from")
+        messages = self.render(**values)
+        messages[-1]["content"] += prefix
+        return messages
+
 
 def load_prompt(name_or_path: str) -> PromptTemplate:
     """Load a shipped template by name (``step_by_step``) or any template file by path."""

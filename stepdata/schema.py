@@ -109,11 +109,31 @@ PAIRS = pa.schema(
     ]
 )
 
+# One row per unit a pair-making stage worked on (a localized rollout for
+# rectification, a correct solution for step-controlled negatives): what came of
+# it, so a unit that yielded no pair is recorded and counted, never just absent.
+# The pairs themselves are flattened into a pairs table when the run completes.
+ATTEMPTS = pa.schema(
+    [
+        pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("outcome", pa.string()),  # "pairs" or why there are none (e.g. "no_correct_continuation")
+        pa.field("detail", pa.string()),
+        pa.field("candidates", pa.int64()),  # continuations generated
+        pa.field("accepted", pa.int64()),  # continuations that qualified
+        pa.field("pairs", pa.string()),  # JSON list of pairs-table rows
+        pa.field("generated_tokens", pa.int64()),
+        pa.field("error", pa.string()),  # a failure to retry on resume (generation, answer check)
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,
     "rollouts": ROLLOUTS,
     "localized": LOCALIZED,
     "pairs": PAIRS,
+    "attempts": ATTEMPTS,
 }
 
 # Values a column may take, checked row by row at write time.

@@ -94,3 +94,38 @@ def step_body(step: str) -> str:
 def step_label(index: int) -> str:
     """How people see step ``index`` (0-based in data): "Step 1" for index 0."""
     return f"Step {index + 1}"
+
+
+_GSM8K_FINAL = re.compile(r"\n?####\s*(.+?)\s*$", re.DOTALL)
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def to_step_format(solution: str, answer: str | None = None) -> str:
+    """``solution`` as "Step 1: ...\\nStep 2: ...\\nThe answer is X." (unchanged if it has step markers).
+
+    GSM8K-style references (one computation a line, calculator notes, ``#### X``)
+    become one step a line, notes removed, and a final answer line, which is the
+    format the step-forcing prompt asks the model for.
+    """
+    if STEP_MARKER.search(solution):
+        return solution
+    final = _GSM8K_FINAL.search(solution)
+    body = solution[: final.start()] if final else solution
+    answer = answer if answer is not None else (final.group(1) if final else None)
+    lines = [line.strip() for line in _CALCULATOR.sub("", body).splitlines() if line.strip()]
+    steps = [f"Step {i + 1}: {line}" for i, line in enumerate(lines)]
+    if answer is not None:
+        steps.append(f"The answer is {answer}.")
+    return "\n".join(steps)
+
+
+def strip_partial_overlap(partial: str, text: str) -> str:
+    """``text`` without the start that the template's partial answer already wrote.
+
+    The step-forcing prompt ends with "Step 1:" and a reference solution starts
+    with "Step 1:"; the model must be taught (and resumed) from after it.
+    """
+    for k in range(min(len(partial), len(text)), 0, -1):
+        if partial.endswith(text[:k]):
+            return text[k:]
+    return text

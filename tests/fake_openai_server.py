@@ -21,9 +21,10 @@ from typing import Any
 
 class FaultyOpenAIServer:
     def __init__(self, script: dict[str, list[str]] | None = None, ignore_n: bool = False, slow_seconds: float = 3.0,
-                 reply_text: Any = None):
+                 reply_text: Any = None, reply_body: Any = None):
         self.script = script or {}
         self.reply_text = reply_text  # optional (key, seed, index) -> text
+        self.reply_body = reply_body  # optional (request body, index) -> text: scripted model replies
         self.ignore_n = ignore_n
         self.slow_seconds = slow_seconds
         self.attempts: dict[str, int] = defaultdict(int)
@@ -91,7 +92,12 @@ class FaultyOpenAIServer:
                 seed = body.get("seed")
                 choices = []
                 for i in range(n):
-                    text = server.reply_text(key, seed, i) if server.reply_text else f"{key}|seed={seed}|i={i}"
+                    if server.reply_body is not None:
+                        text = server.reply_body(body, i)
+                    elif server.reply_text is not None:
+                        text = server.reply_text(key, seed, i)
+                    else:
+                        text = f"{key}|seed={seed}|i={i}"
                     choice = {"index": i, "finish_reason": "stop", "logprobs": None}
                     choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
                     choices.append(choice)

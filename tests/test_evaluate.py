@@ -145,3 +145,5 @@ def test_cli_refuses_bad_options():
     assert runner.invoke(main, ["eval", "--model", "m", "--data", "embedded", "--n", "2"]).exit_code != 0  # greedy n>1
     refused = runner.invoke(main, ["eval", "--model", "m", "--data", "embedded", "--template", "nope"])
     assert refused.exit_code != 0 and "no prompt named" in refused.output
+    bad_option = runner.invoke(main, ["eval", "--model", "m", "--data", "embedded", "--engine-option", "x"])
+    assert bad_option.exit_code != 0 and "is not KEY=VALUE" in bad_option.output

@@ -136,7 +136,8 @@ def test_sdpo_stages_use_the_previous_stage_as_reference(tiny_model_dir, tmp_pat
 def test_sft_data_masks_the_prompt_and_ends_with_eos(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from trainers.sft import sft_dataset, solution_in_step_format
+    from stepdata.steps import to_step_format
+    from trainers.sft import sft_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     problems = make_problems(3, seed=5)
@@ -151,7 +152,7 @@ def test_sft_data_masks_the_prompt_and_ends_with_eos(tiny_model_dir):
     assert "Step 1:" + text == problems.solution[0]  # the template already wrote "Step 1:"
     assert tokenizer.decode(prompt).endswith("Let's think step by step.\nStep 1:")
     gsm8k = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nIn total 48+24 = <<48+24=72>>72 clips.\n#### 72"
-    assert solution_in_step_format(gsm8k, None) == (
+    assert to_step_format(gsm8k, None) == (
         "Step 1: Natalia sold 48/2 = 24 clips in May.\nStep 2: In total 48+24 = 72 clips.\nThe answer is 72.")
 
 

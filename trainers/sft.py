@@ -14,7 +14,6 @@ ends in EOS. Solutions that are not in step format (GSM8K's lines with
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,9 @@ from stepdata.generation.templates import render_prompt
 from stepdata.generation.types import GenerationRequest
 from stepdata.io import read_table
 from stepdata.prompts import load_prompt
-from stepdata.steps import STEP_MARKER
+from stepdata.steps import strip_partial_overlap, to_step_format
 from trainers.data import BoundaryError, DataReport, encode_continuation
 
-_GSM8K_FINAL = re.compile(r"\n?####\s*(.+?)\s*$", re.DOTALL)
-_CALCULATOR = re.compile(r"<<[^<>]*>>")
 
 
 @dataclass
@@ -48,35 +45,13 @@ class StepSFTConfig(SFTConfig):
     template: str = field(default="step_by_step", metadata={"help": "Prompt template (name or path)."})
 
 
-def solution_in_step_format(solution: str, answer: str | None) -> str:
-    """``solution`` as "Step 1: ...\\nStep 2: ...\\nThe answer is X." (unchanged if it already has markers)."""
-    if STEP_MARKER.search(solution):
-        return solution
-    final = _GSM8K_FINAL.search(solution)
-    body = solution[: final.start()] if final else solution
-    answer = answer if answer is not None else (final.group(1) if final else None)
-    lines = [line.strip() for line in _CALCULATOR.sub("", body).splitlines() if line.strip()]
-    steps = [f"Step {i + 1}: {line}" for i, line in enumerate(lines)]
-    if answer is not None:
-        steps.append(f"The answer is {answer}.")
-    return "\n".join(steps)
-
-
-def _overlap(partial: str, text: str) -> int:
-    """Length of the longest end of ``partial`` that ``text`` starts with ("Step 1:" in both)."""
-    for k in range(min(len(partial), len(text)), 0, -1):
-        if partial.endswith(text[:k]):
-            return k
-    return 0
-
-
 def sft_example(tokenizer: Any, template: Any, question: str, solution: str) -> dict[str, list[int]]:
     """``input_ids`` and ``completion_mask`` for one problem; EOS ends the solution."""
     messages = template.render(question=question)
     prompt_text = render_prompt(tokenizer, GenerationRequest.chat("sft", messages))
     completion = solution
     if template.continues_assistant:
-        completion = solution[_overlap(messages[-1]["content"], solution):]
+        completion = strip_partial_overlap(messages[-1]["content"], solution)
     prompt_ids = list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
     completion_ids, _ = encode_continuation(tokenizer, prompt_text, prompt_ids, completion)
     completion_ids = completion_ids + [tokenizer.eos_token_id]
@@ -98,7 +73,7 @@ def sft_dataset(problems: pd.DataFrame, tokenizer: Any, template: str = "step_by
             continue
         answer = row.answer if isinstance(row.answer, str) else None
         try:
-            examples.append(sft_example(tokenizer, prompt, row.question, solution_in_step_format(solution, answer)))
+            examples.append(sft_example(tokenizer, prompt, row.question, to_step_format(solution, answer)))
         except (BoundaryError, KeyError, ValueError) as exc:
             report.dropped.append({"pair_id": row.problem_id, "reason": f"bad_row: {exc}"})
     report.rows_out = len(examples)

@@ -96,8 +96,7 @@ class RolloutLocalizer:
         return state.lo + 1 if self.search == "linear" else (state.lo + state.hi) // 2
 
     def _request(self, state: _Search, prefix: int) -> GenerationRequest:
-        messages = self.template.render(question=state.item.question)
-        messages[-1]["content"] += join_steps(state.item.steps[:prefix])
+        messages = self.template.render_continuing(join_steps(state.item.steps[:prefix]), question=state.item.question)
         return GenerationRequest.chat(f"{state.item.item_id}@{prefix}", messages)
 
     def localize(self, items: Sequence[RolloutItem]) -> list[MCVerdict]:

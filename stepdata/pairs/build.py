@@ -21,12 +21,13 @@ def prompt_messages_of(messages: Sequence[dict[str, str]]) -> str:
     return json.dumps([{"role": m["role"], "content": m["content"]} for m in messages], ensure_ascii=False)
 
 
-def _partial_answer(prompt_messages: str | None) -> str:
-    """The assistant's partial answer that the prefix steps continue ("" when the chat ends with the user)."""
+def partial_answer(prompt_messages: str | None) -> str:
+    """The assistant's partial answer that the prefix steps continue ("" when the chat ends with the user
+    or there is no chat; a null may arrive as NaN from pandas)."""
     if not isinstance(prompt_messages, str) or not prompt_messages:
         return ""
     messages = json.loads(prompt_messages)
-    return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+    return messages[-1]["content"] if messages and messages[-1].get("role") == "assistant" else ""
 
 
 def make_pair(
@@ -56,9 +57,9 @@ def make_pair(
     """
     if kind not in PAIR_KINDS:
         raise ValueError(f"unknown pair kind {kind!r}; expected one of {PAIR_KINDS}")
-    head = _partial_answer(prompt_messages) + join_steps(prefix_steps)
+    head = partial_answer(prompt_messages) + join_steps(prefix_steps)
     digest = hashlib.sha256(
-        json.dumps([problem_id, kind, list(prefix_steps), chosen, rejected], ensure_ascii=False).encode()
+        json.dumps([problem_id, kind, prompt_messages, list(prefix_steps), chosen, rejected], ensure_ascii=False).encode()
     ).hexdigest()[:16]
     return {
         "pair_id": f"{problem_id}:{kind}:{digest}",

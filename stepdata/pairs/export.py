@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 
 from stepdata import __version__
 from stepdata.io import METADATA_KEY, redact_secrets, to_arrow
-from stepdata.pairs.build import pair_prompt_text
+from stepdata.pairs.build import pair_prompt_text, partial_answer
 from stepdata.schema import PAIRS
 from stepdata.steps import join_steps
 
@@ -67,15 +67,6 @@ class ExportError(ValueError):
 
 def _where(row: Any, row_number: Any) -> str:
     return f"pair {row.pair_id!r} (input row {row_number})"
-
-
-def partial_answer(prompt_messages: str | None) -> str:
-    """The assistant's partial answer that the prefix steps continue ("" when the chat ends with the user or
-    there is no chat; null may arrive as NaN from pandas)."""
-    if not isinstance(prompt_messages, str) or not prompt_messages:
-        return ""
-    messages = json.loads(prompt_messages)
-    return messages[-1]["content"] if messages and messages[-1].get("role") == "assistant" else ""
 
 
 def _check_extra(df: pd.DataFrame, extra_columns: Sequence[str], taken: Sequence[str]) -> None:

@@ -15,10 +15,11 @@ import pandas as pd
 
 from stepdata.localize.judge import JudgeItem, JudgeLocalizer
 from stepdata.localize.rollouts import RolloutItem, RolloutLocalizer
+from stepdata.localize.exact import exact_first_error
 from stepdata.localize.rules import localize_by_rules
 from stepdata.schema import LOCALIZED
 
-METHODS = ("rules", "judge", "rules+judge", "rollouts")
+METHODS = ("rules", "exact", "judge", "rules+judge", "rollouts")
 
 
 class LocalizeStage:
@@ -35,10 +36,18 @@ class LocalizeStage:
             raise ValueError(f"unknown localization method {method!r}; available: {list(METHODS)}")
         if "judge" in method and (judge is None or problems is None):
             raise ValueError(f"method {method!r} needs a judge and the problems table")
+        if method == "exact" and problems is None:
+            raise ValueError("method 'exact' needs the problems table (embedded problems carry their gold steps)")
         if method == "rollouts" and (rollouts is None or problems is None):
             raise ValueError("method 'rollouts' needs the policy (a RolloutLocalizer) and the problems table")
         self.method, self.judge, self.rollouts = method, judge, rollouts
         self.problems = problems.set_index("problem_id") if problems is not None else None
+
+    def _problem(self, problem_id: str) -> pd.Series:
+        try:
+            return self.problems.loc[problem_id]  # type: ignore[union-attr]
+        except KeyError:
+            raise ValueError(f"problems table lacks problem_id {problem_id!r} used by the rollouts") from None
 
     def _judge_item(self, row: dict[str, Any]) -> JudgeItem:
         problem = self.problems.loc[row["problem_id"]]  # type: ignore[union-attr]
@@ -53,6 +62,11 @@ class LocalizeStage:
             base = {"method": self.method, "votes": None, "localizer_calls": 0, "localizer_tokens": 0, "error": row["error"]}
             if not steps:
                 results[row["rollout_id"]] = base | {"error_step": None, "confidence": None, "rationale": "no steps to check"}
+                continue
+            if self.method == "exact":
+                error_step, why = exact_first_error(steps, self._problem(row["problem_id"])["meta"])
+                results[row["rollout_id"]] = base | {"error_step": error_step, "rationale": why,
+                                                     "confidence": 1.0 if error_step is not None else None}
                 continue
             if "rules" in self.method:
                 verdict = localize_by_rules(steps)

@@ -1,0 +1,107 @@
+"""The exact localizer for embedded problems: every step checked against the gold steps.
+
+An embedded problem's meta lists the value each gold step computes. A model's
+step ``i`` is right when every arithmetic claim in it holds (the rules checker)
+and the last value it computes equals gold step ``i``'s value; the first step
+that fails is the first error. This is stricter than the rules alone, which
+cannot see a true equation built on a wrong number ("5 * 9 = 45" where the
+question said 8 bags). It assumes the model follows the gold plan one
+computation a step, which is what the SFT warm-up teaches; a solution that
+merges two computations into one step is counted wrong at that step, so the
+check never calls a step right that is not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Sequence
+
+from stepdata.answers import answers_match, extract_answer
+from stepdata.answers.safe_expr import UnsafeExpression, evaluate_exact
+from stepdata.localize.rules import claims_in
+
+_LAST_SIDE = re.compile(r"=\s*([^=]+)$")
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """One step's verdict: right or not, and why."""
+
+    index: int
+    right: bool
+    detail: str
+
+
+def gold_values(meta: str | dict | None) -> list[int] | None:
+    """Gold step values from an embedded problem's meta (None when it has none)."""
+    if meta is None or (isinstance(meta, float)):
+        return None
+    data = json.loads(meta) if isinstance(meta, str) else meta
+    steps = data.get("steps") if isinstance(data, dict) else None
+    if not steps:
+        return None
+    return [int(s["value"]) for s in steps]
+
+
+def stated_value(step: str) -> Fraction | None:
+    """The value the step's last arithmetic claim arrives at (None when it states none)."""
+    claims = claims_in(step)
+    if not claims:
+        return None
+    match = _LAST_SIDE.search(claims[-1].text)
+    if not match:
+        return None
+    try:
+        return evaluate_exact(match.group(1).strip().rstrip(".").replace(",", ""))
+    except (UnsafeExpression, ValueError, ZeroDivisionError):
+        return None
+
+
+def check_step(step: str, index: int, gold: Sequence[int]) -> StepCheck:
+    """Whether model step ``index`` is right against the gold step values."""
+    claims = claims_in(step)
+    false = [c for c in claims if not c.holds]
+    if false:
+        return StepCheck(index, False, f"'{false[0].text}' is false ({false[0].detail})")
+    if index >= len(gold):
+        if claims:
+            return StepCheck(index, False, f"computes past the {len(gold)} gold steps")
+        return StepCheck(index, True, "no computation after the last gold step")
+    value = stated_value(step)
+    if value is None:
+        return StepCheck(index, False, f"states no computation; gold step computes {gold[index]}")
+    if value != gold[index]:
+        return StepCheck(index, False, f"arrives at {value}, gold step arrives at {gold[index]}")
+    return StepCheck(index, True, f"arrives at {gold[index]} as the gold step does")
+
+
+def exact_first_error(steps: Sequence[str], meta: Any) -> tuple[int | None, str]:
+    """(first wrong step, why); ``-1`` when every step is right, None when the problem has no gold steps."""
+    gold = gold_values(meta)
+    if gold is None:
+        return None, "problem has no gold steps (not an embedded problem)"
+    for index, step in enumerate(steps):
+        verdict = check_step(step, index, gold)
+        if not verdict.right:
+            return index, f"step {index}: {verdict.detail}"
+    if len(steps) < len(gold):
+        return len(steps), f"stops after {len(steps)} of {len(gold)} gold steps"
+    answer = extract_answer(steps[-1], last_number_fallback=False) if steps else None
+    if answer is not None and not answers_match(str(gold[-1]), answer):
+        return len(steps) - 1, f"step {len(steps) - 1}: states the answer {answer}, gold is {gold[-1]}"
+    return -1, "every step matches the gold steps"
+
+
+def verify_step(step: str, index: int, meta: Any = None) -> bool | None:
+    """Whether a step is right: against the gold steps when the problem has them, else by its arithmetic
+    claims alone (True when all hold, False when one is false, None when it states none)."""
+    gold = gold_values(meta)
+    if gold is not None:
+        return check_step(step, index, gold).right
+    claims = claims_in(step)
+    if not claims:
+        return None
+    return all(c.holds for c in claims)

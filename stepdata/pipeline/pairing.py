@@ -1,0 +1,107 @@
+"""What stages 3 and 4 share: one attempt row per unit, then a flat pairs table.
+
+A pair-making stage may yield zero, one or many pairs per unit, and "zero" must
+be visible (a model that never reaches the answer, a prefix that does not match
+its rollout). So the stage's resumable output is an attempts table, one row per
+unit with its outcome and its pairs as JSON; when the run completes the pairs are
+flattened into the pairs table, per-problem caps applied, and everything that did
+not become a pair is counted in the summary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from stepdata.io import write_table
+from stepdata.pipeline.run import StageRun
+from stepdata.schema import ATTEMPTS, PAIRS
+
+
+def attempt_row(unit_id: str, problem_id: str, stage: str, outcome: str | None, *, detail: str | None = None,
+                candidates: int = 0, accepted: int = 0, pairs: Sequence[dict[str, Any]] = (),
+                generated_tokens: int = 0, error: str | None = None) -> dict[str, Any]:
+    """One attempts-table row."""
+    return {"unit_id": unit_id, "problem_id": problem_id, "stage": stage, "outcome": outcome, "detail": detail,
+            "candidates": candidates, "accepted": accepted,
+            "pairs": json.dumps(list(pairs), ensure_ascii=False), "generated_tokens": generated_tokens,
+            "error": error}
+
+
+def attempts_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=ATTEMPTS.names)
+
+
+def flatten_pairs(attempts: pd.DataFrame, max_per_problem: int | None = None) -> tuple[pd.DataFrame, int]:
+    """The pairs of every attempt, in unit order, at most ``max_per_problem`` per problem; (pairs, capped)."""
+    rows: list[dict[str, Any]] = []
+    per_problem: Counter[str] = Counter()
+    capped = 0
+    for attempt in attempts.itertuples(index=False):
+        for pair in json.loads(attempt.pairs or "[]"):
+            if max_per_problem is not None and per_problem[pair["problem_id"]] >= max_per_problem:
+                capped += 1
+                continue
+            per_problem[pair["problem_id"]] += 1
+            rows.append(pair)
+    return pd.DataFrame(rows, columns=PAIRS.names), capped
+
+
+def attempts_stats(attempts: pd.DataFrame) -> dict[str, Any]:
+    """Counts by outcome and the generation spent, for the summary."""
+    outcomes = attempts["outcome"].fillna("error").value_counts()
+    return {
+        "units": len(attempts),
+        "outcomes": {str(k): int(v) for k, v in outcomes.items()},
+        "candidates": int(attempts["candidates"].fillna(0).sum()),
+        "accepted": int(attempts["accepted"].fillna(0).sum()),
+        "pairs_before_caps": int(sum(len(json.loads(p or "[]")) for p in attempts["pairs"])),
+        "generated_tokens": int(attempts["generated_tokens"].fillna(0).sum()),
+    }
+
+
+def pairs_path_for(attempts_path: Path) -> Path:
+    """``x.attempts.parquet`` -> ``x.parquet`` (shards keep their shard suffix)."""
+    name = attempts_path.name.replace(".attempts", "", 1)
+    return attempts_path.with_name(name)
+
+
+def attempts_path_for(pairs_out: str | Path) -> Path:
+    """Where the attempts of ``pairs.parquet`` go: ``pairs.attempts.parquet``."""
+    out = Path(pairs_out)
+    return out.with_name(f"{out.stem}.attempts{out.suffix or '.parquet'}")
+
+
+def run_pair_stage(run: StageRun, units: pd.DataFrame, process: Callable[[pd.DataFrame], pd.DataFrame],
+                   max_per_problem: int | None, extra_stats: dict[str, Any] | None = None,
+                   tokens_done: Callable[[], int] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Run the stage resumably over ``units``, then write the flat pairs table next to the attempts.
+
+    Returns the pairs and the stage statistics (also merged into the run summary file).
+    """
+    attempts = run.run(units, process, attempts_stats, tokens_done=tokens_done)
+    pairs, capped = flatten_pairs(attempts, max_per_problem)
+    pairs_path = pairs_path_for(run.final)
+    write_table(pairs, pairs_path, "pairs", config=run.config | {"stage": run.stage})
+    stats = dict(run.summary.stage_stats) | {"pairs": len(pairs), "capped_per_problem": capped,
+                                            "pairs_by_kind": {str(k): int(v) for k, v in pairs["kind"].value_counts().items()},
+                                            "chosen_verified": _verified_counts(pairs),
+                                            "pairs_output": str(pairs_path)}
+    if extra_stats:
+        stats |= extra_stats
+    run.summary.stage_stats = stats
+    summary_path = run.final.with_name(run.final.name + ".summary.json")
+    summary_path.write_text(json.dumps(run.summary.as_dict(), indent=1, default=str))
+    pairs_path.with_name(pairs_path.name + ".summary.json").write_text(
+        json.dumps(run.summary.as_dict(), indent=1, default=str))
+    return pairs, stats
+
+
+def _verified_counts(pairs: pd.DataFrame) -> dict[str, int]:
+    values = pairs["chosen_verified"]
+    return {"true": int(values.eq(True).sum()), "false": int(values.eq(False).sum()),
+            "unchecked": int(values.isna().sum())}

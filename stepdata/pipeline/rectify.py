@@ -1,0 +1,192 @@
+"""Stage 3, rectification (Step-DPO): a right step where the policy first went wrong.
+
+For a wrong rollout whose first error is step k, the same policy continues from
+its own steps 0..k-1 (sent through the exact-continuation path, so the prefix is
+byte for byte what it wrote), m times. Continuations that reach the right answer
+give their first step as "chosen"; the rollout's step k is "rejected". Sampling
+from the policy itself keeps chosen in-distribution, which is the point of
+Step-DPO's self-generated data.
+
+Per unit outcomes, recorded in the attempts table: ``pairs``; ``no_error_step``
+(not localized, or localized as error-free); ``prefix_mismatch`` (the error step
+is past the end of the steps, or the steps no longer join to the completion);
+``unknown_problem``; ``no_correct_continuation``; ``no_distinct_step`` (every
+right continuation's first step equals the rejected one or failed verification).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+
+from stepdata.answers import AnswerCheckConfig, check_answers, extract_answer
+from stepdata.generation import GenerationRequest, Generator, SamplingConfig
+from stepdata.localize.exact import verify_step
+from stepdata.pairs import make_pair, prompt_messages_of
+from stepdata.pipeline.pairing import attempt_row, attempts_frame
+from stepdata.prompts import load_prompt
+from stepdata.steps import join_steps, split_steps
+
+VerifyMode = Literal["auto", "none"]
+_SPACE = re.compile(r"\s+")
+
+
+def normalized(step: str) -> str:
+    """A step compared as people read it: whitespace collapsed."""
+    return _SPACE.sub(" ", step).strip()
+
+
+@dataclass(frozen=True)
+class RectifyConfig:
+    """Stage 3 options. Step-DPO sampled 20 continuations at T=0.8, top_p=0.95; 8 is the default here."""
+
+    template: str = "step_by_step"
+    n: int = 8
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 512
+    seed: int = 0
+    max_pairs_per_rollout: int | None = None
+    verify: VerifyMode = "auto"  # auto: drop chosen steps the exact/rules checker rejects
+    answer_timeout: float = 5.0
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                              max_tokens=self.max_tokens, seed=self.seed)
+
+
+class RectifyStage:
+    """Localized rollouts in, attempts (with their Step-DPO pairs) out: a stage's ``process``."""
+
+    name = "rectify"
+
+    def __init__(self, generator: Generator, problems: pd.DataFrame, config: RectifyConfig = RectifyConfig()):
+        self.generator, self.config = generator, config
+        self.template = load_prompt(config.template)
+        if not self.template.continues_assistant:
+            raise ValueError(f"template {config.template!r} must end with a partial assistant answer")
+        self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
+        self.sampling = config.sampling()
+        self.check = AnswerCheckConfig(timeout=config.answer_timeout)
+        self._lock = threading.Lock()
+        self.totals = {"completion_tokens": 0}
+
+    def _precheck(self, row: dict[str, Any]) -> tuple[str, str] | None:
+        """(outcome, detail) when the unit cannot be rectified, None when it can."""
+        k, steps = row.get("error_step"), list(row.get("steps") or [])
+        if k is None or pd.isna(k) or int(k) < 0:
+            return "no_error_step", f"error_step is {k!r}: nothing to rectify"
+        if row["problem_id"] not in self.problems.index:
+            return "unknown_problem", f"problem {row['problem_id']!r} is not in the problems table"
+        if int(k) >= len(steps):
+            return "prefix_mismatch", f"error_step {int(k)} but the rollout has {len(steps)} steps"
+        if isinstance(row.get("completion"), str) and join_steps(steps) != row["completion"]:
+            return "prefix_mismatch", "the steps no longer join to the rollout's completion"
+        return None
+
+    def __call__(self, localized: pd.DataFrame) -> pd.DataFrame:
+        records = localized.to_dict("records")
+        out: dict[str, dict[str, Any]] = {}
+        work: list[tuple[dict[str, Any], GenerationRequest]] = []
+        for row in records:
+            skip = self._precheck(row)
+            if skip is not None:
+                out[row["rollout_id"]] = attempt_row(row["rollout_id"], row["problem_id"], self.name, skip[0],
+                                                     detail=skip[1])
+                continue
+            problem = self.problems.loc[row["problem_id"]]
+            prefix = join_steps(list(row["steps"])[: int(row["error_step"])])
+            messages = self.template.render_continuing(prefix, question=problem["question"])
+            work.append((row, GenerationRequest.chat(row["rollout_id"], messages)))
+        results = self.generator.generate([r for _, r in work], self.sampling, progress=False) if work else []
+        checks = []
+        for (row, _), result in zip(work, results):
+            if result.ok:
+                answer = self.problems.loc[row["problem_id"], "answer"]
+                checks += [(answer, extract_answer(c.text)) for c in result.completions]
+        verdicts = iter(check_answers(checks, self.check))
+        for (row, request), result in zip(work, results):
+            tokens = sum(c.completion_tokens or 0 for c in result.completions) if result.ok else 0
+            with self._lock:
+                self.totals["completion_tokens"] += tokens
+            if not result.ok:
+                out[row["rollout_id"]] = attempt_row(row["rollout_id"], row["problem_id"], self.name, None,
+                                                     error=f"generation: {result.error}")
+                continue
+            row_verdicts = [next(verdicts) for _ in result.completions]
+            failed = [v for v in row_verdicts if v.status in ("timeout", "error")]
+            if failed and not any(v.match for v in row_verdicts):
+                out[row["rollout_id"]] = attempt_row(row["rollout_id"], row["problem_id"], self.name, None,
+                                                     candidates=len(row_verdicts), generated_tokens=tokens,
+                                                     error=f"answer_check: {failed[0].status} ({failed[0].detail})")
+                continue
+            out[row["rollout_id"]] = self._pairs_for(row, request, result.completions, row_verdicts, tokens)
+        return attempts_frame([out[r["rollout_id"]] for r in records])
+
+    def _pairs_for(self, row: dict[str, Any], request: GenerationRequest, completions: list[Any],
+                   verdicts: list[Any], tokens: int) -> dict[str, Any]:
+        k = int(row["error_step"])
+        steps = list(row["steps"])
+        problem = self.problems.loc[row["problem_id"]]
+        rejected = steps[k]
+        right = [c for c, v in zip(completions, verdicts) if v.match]
+        seen, pairs, failed_check = {normalized(rejected)}, [], 0
+        for completion in right:
+            pieces = split_steps(completion.text)
+            if not pieces:
+                continue
+            chosen = pieces[0]
+            key = normalized(chosen)
+            if key in seen:
+                continue
+            seen.add(key)
+            verified = verify_step(chosen, k, problem.get("meta")) if self.config.verify != "none" else None
+            if verified is False:
+                failed_check += 1
+                continue
+            pairs.append(make_pair(
+                problem_id=row["problem_id"], question=problem["question"], answer=problem["answer"],
+                prompt_messages=prompt_messages_of(self.template.render(question=problem["question"])),
+                prefix_steps=steps[:k], chosen=chosen, rejected=rejected,
+                chosen_rest=completion.text[len(chosen):], rejected_rest=join_steps(steps[k + 1:]),
+                kind="step-dpo", error_step=k, source=problem.get("source"), chosen_verified=verified,
+                model=self.generator.model, sampling=self.sampling.as_record(), localizer=row.get("method"),
+            ))
+            if self.config.max_pairs_per_rollout and len(pairs) >= self.config.max_pairs_per_rollout:
+                break
+        detail = (f"{len(right)} of {len(completions)} continuations right; {len(pairs)} distinct chosen steps; "
+                  f"{failed_check} failed the step check")
+        if not right:
+            outcome = "no_correct_continuation"
+        elif not pairs:
+            outcome = "no_distinct_step"
+        else:
+            outcome = "pairs"
+        return attempt_row(row["rollout_id"], row["problem_id"], self.name, outcome, detail=detail,
+                           candidates=len(completions), accepted=len(right), pairs=pairs, generated_tokens=tokens)
+
+
+def run_rectify(generator: Generator, localized: pd.DataFrame, problems: pd.DataFrame, out: str,
+                config: RectifyConfig = RectifyConfig(), *, max_pairs_per_problem: int | None = None,
+                batch_size: int = 64, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
+                allow_config_change: bool = False, run_config: dict[str, Any] | None = None,
+                progress: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Stage 3 as a resumable run: attempts in ``OUT.attempts.parquet``, Step-DPO pairs in ``out``."""
+    from dataclasses import asdict
+
+    from stepdata.pipeline.pairing import attempts_path_for, run_pair_stage
+    from stepdata.pipeline.run import StageRun
+
+    stage = RectifyStage(generator, problems, config)
+    settings = {"stage": "rectify", "model": generator.model, "max_pairs_per_problem": max_pairs_per_problem,
+                **asdict(config), **(run_config or {})}
+    run = StageRun("rectify", attempts_path_for(out), "attempts", settings, key_column="unit_id",
+                   batch_size=batch_size, shard=shard, overwrite=overwrite, allow_config_change=allow_config_change,
+                   progress=progress)
+    units = localized.assign(unit_id=localized["rollout_id"])  # the attempts table's key
+    return run_pair_stage(run, units, stage, max_pairs_per_problem,
+                          tokens_done=lambda: stage.totals["completion_tokens"])

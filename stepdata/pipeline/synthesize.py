@@ -1,0 +1,304 @@
+"""Stage 4, step-controlled negatives (SCDPO): wrong continuations that start at a known step.
+
+From a correct solution (a right rollout, or a reference solution) and a cut
+point k, the policy continues from steps 0..k-1 one step at a time, the
+temperature rising with every generated step (SCDPO's schedule is
+``min(1.1 + 0.1 * i, 1.4)`` for the i-th generated step), so the continuation
+drifts off and, often, ends at a wrong answer. The original continuation (steps
+k..end) is "chosen", the wrong one "rejected"; both share the prefix, so the
+divergence starts at step k by construction.
+
+Up to ``rounds`` continuations per cut are generated together (one request with
+n samples for the first step, so they share the prefix's cache); the first, in
+round order, that ends at a wrong answer and is not degenerate is kept. Over-long
+continuations (a step hit max_tokens, or too many steps), ones with no answer
+and ones that repeat a step are dropped and counted.
+
+Step by step generation stops each step at ``"\\nStep"``; a step that ends
+without that marker and states the answer ends the solution.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from stepdata.answers import AnswerCheckConfig, check_answers, extract_answer
+from stepdata.generation import GenerationRequest, Generator, SamplingConfig
+from stepdata.localize.exact import verify_step
+from stepdata.pairs import make_pair, prompt_messages_of
+from stepdata.pipeline.pairing import attempt_row, attempts_frame
+from stepdata.pipeline.rectify import normalized
+from stepdata.prompts import load_prompt
+from stepdata.steps import join_steps, split_steps, strip_partial_overlap, to_step_format
+
+STEP_STOP = "\nStep"
+
+
+@dataclass(frozen=True)
+class SynthesizeConfig:
+    """Stage 4 options (defaults from SCDPO's code where it has one)."""
+
+    template: str = "step_by_step"
+    temperature_start: float = 1.1
+    temperature_step: float = 0.1
+    temperature_max: float = 1.4
+    top_p: float = 1.0
+    rounds: int = 3
+    cuts: int | None = None  # None: every cut point; N: N sampled per solution
+    include_last_step: bool = False
+    max_step_tokens: int = 160
+    extra_steps: int = 3  # a continuation may run this many steps past the original before it is dropped
+    seed: int = 0
+    max_pairs_per_solution: int | None = None
+    dpo_pairs: bool = False  # also pair each correct rollout with a wrong one of the same problem (whole solutions)
+    answer_timeout: float = 5.0
+    schedule: tuple[float, ...] = field(default=())  # explicit per-step temperatures; overrides start/step/max
+
+    def temperature(self, i: int) -> float:
+        """Temperature of the i-th generated step (0-based)."""
+        if self.schedule:
+            return self.schedule[min(i, len(self.schedule) - 1)]
+        return min(self.temperature_start + self.temperature_step * i, self.temperature_max)
+
+
+@dataclass
+class _Branch:
+    """One continuation being grown step by step."""
+
+    unit: int
+    cut: int
+    round: int
+    text: str = ""
+    done: bool = False
+    dropped: str | None = None
+    tokens: int = 0
+
+
+class SynthesizeStage:
+    """Correct solutions in, attempts (with their SCDPO pairs) out: a stage's ``process``.
+
+    Units are rows with ``unit_id``, ``problem_id``, ``steps`` (a correct
+    solution's steps) and optionally ``wrong_completion`` (for ``dpo_pairs``).
+    """
+
+    name = "synthesize"
+
+    def __init__(self, generator: Generator, problems: pd.DataFrame, config: SynthesizeConfig = SynthesizeConfig()):
+        self.generator, self.config = generator, config
+        self.template = load_prompt(config.template)
+        if not self.template.continues_assistant:
+            raise ValueError(f"template {config.template!r} must end with a partial assistant answer")
+        self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
+        self.check = AnswerCheckConfig(timeout=config.answer_timeout)
+        self._lock = threading.Lock()
+        self.totals = {"completion_tokens": 0}
+
+    def cut_points(self, unit_id: str, n_steps: int) -> list[int]:
+        last = n_steps if self.config.include_last_step else n_steps - 1
+        cuts = list(range(0, max(last, 0)))
+        if self.config.cuts is not None and len(cuts) > self.config.cuts:
+            rng = random.Random(f"{self.config.seed}:{unit_id}")
+            cuts = sorted(rng.sample(cuts, self.config.cuts))
+        return cuts
+
+    def _sampling(self, level: int, n: int, unit: str) -> SamplingConfig:
+        return SamplingConfig(n=n, temperature=self.config.temperature(level), top_p=self.config.top_p,
+                              max_tokens=self.config.max_step_tokens, stop=(STEP_STOP,), seed=self.config.seed)
+
+    def __call__(self, units: pd.DataFrame) -> pd.DataFrame:
+        records = units.to_dict("records")
+        out: dict[str, dict[str, Any]] = {}
+        branches: list[_Branch] = []
+        for index, row in enumerate(records):
+            steps = list(row.get("steps") or [])
+            if row["problem_id"] not in self.problems.index:
+                out[row["unit_id"]] = attempt_row(row["unit_id"], row["problem_id"], self.name, "unknown_problem",
+                                                  detail=f"problem {row['problem_id']!r} is not in the problems table")
+                continue
+            cuts = self.cut_points(row["unit_id"], len(steps))
+            if not cuts and not self.config.dpo_pairs:
+                out[row["unit_id"]] = attempt_row(row["unit_id"], row["problem_id"], self.name, "too_short",
+                                                  detail=f"{len(steps)} step(s): no cut point before the last step")
+                continue
+            branches += [_Branch(index, k, r) for k in cuts for r in range(self.config.rounds)]
+        errors = self._grow(records, branches)
+        self._judge(records, branches)
+        for index, row in enumerate(records):
+            if row["unit_id"] in out:
+                continue
+            mine = [b for b in branches if b.unit == index]
+            out[row["unit_id"]] = self._attempt(row, mine, errors.get(index))
+        return attempts_frame([out[r["unit_id"]] for r in records])
+
+    def _request(self, row: dict[str, Any], branch: _Branch, level: int) -> GenerationRequest:
+        question = self.problems.loc[row["problem_id"], "question"]
+        prefix = join_steps(list(row["steps"])[: branch.cut]) + branch.text
+        request_id = f"{row['unit_id']}@{branch.cut}" + (f"#{branch.round}@{level}" if level else "")
+        return GenerationRequest.chat(request_id, self.template.render_continuing(prefix, question=question))
+
+    def _grow(self, records: list[dict[str, Any]], branches: list[_Branch]) -> dict[int, str]:
+        """Generate every branch step by step; returns generation errors by unit."""
+        errors: dict[int, str] = {}
+        level = 0
+        while True:
+            active = [b for b in branches if not b.done and b.unit not in errors]
+            if not active:
+                return errors
+            if level == 0:  # all rounds of a cut share one request: n samples of the first step
+                groups: dict[tuple[int, int], list[_Branch]] = {}
+                for b in active:
+                    groups.setdefault((b.unit, b.cut), []).append(b)
+                requests = [self._request(records[u], bs[0], 0) for (u, _), bs in groups.items()]
+                results = self.generator.generate(requests, self._sampling(0, self.config.rounds, ""), progress=False)
+                for bs, result in zip(groups.values(), results):
+                    self._extend(bs, result, errors, records, level)
+            else:
+                requests = [self._request(records[b.unit], b, level) for b in active]
+                results = self.generator.generate(requests, self._sampling(level, 1, ""), progress=False)
+                for b, result in zip(active, results):
+                    self._extend([b], result, errors, records, level)
+            level += 1
+
+    def _extend(self, branches: list[_Branch], result: Any, errors: dict[int, str],
+                records: list[dict[str, Any]], level: int) -> None:
+        if not result.ok:
+            errors[branches[0].unit] = f"generation: {result.error}"
+            return
+        original = len(records[branches[0].unit]["steps"])
+        for branch, completion in zip(branches, result.completions):
+            branch.tokens += completion.completion_tokens or 0
+            with self._lock:
+                self.totals["completion_tokens"] += completion.completion_tokens or 0
+            branch.text += completion.text
+            if completion.finish_reason == "length":
+                branch.done, branch.dropped = True, "over_long"
+            elif extract_answer(completion.text, last_number_fallback=False) is not None:
+                branch.done = True
+            elif completion.finish_reason == "stop" and completion.text.strip():
+                branch.text += STEP_STOP
+                if branch.cut + level + 1 >= original + self.config.extra_steps:
+                    branch.done, branch.dropped = True, "over_long"
+            else:
+                branch.done, branch.dropped = True, "no_answer"
+
+    def _judge(self, records: list[dict[str, Any]], branches: list[_Branch]) -> None:
+        todo = [b for b in branches if b.done and b.dropped is None]
+        for b in todo:
+            pieces = split_steps(b.text)
+            bodies = [normalized(p) for p in pieces]
+            if len(bodies) != len(set(bodies)):
+                b.dropped = "repeats_a_step"
+        todo = [b for b in todo if b.dropped is None]
+        pairs = [(self.problems.loc[records[b.unit]["problem_id"], "answer"], extract_answer(b.text)) for b in todo]
+        for b, verdict in zip(todo, check_answers(pairs, self.check)):
+            if verdict.status == "no_answer":
+                b.dropped = "no_answer"
+            elif verdict.status in ("timeout", "error") or not verdict.judged:
+                b.dropped = f"unjudged_{verdict.status}"
+            elif verdict.match:
+                b.dropped = "still_right"
+
+    def _attempt(self, row: dict[str, Any], branches: list[_Branch], error: str | None) -> dict[str, Any]:
+        tokens = sum(b.tokens for b in branches)
+        if error is not None:
+            return attempt_row(row["unit_id"], row["problem_id"], self.name, None, candidates=len(branches),
+                               generated_tokens=tokens, error=error)
+        problem = self.problems.loc[row["problem_id"]]
+        steps = list(row["steps"])
+        messages = prompt_messages_of(self.template.render(question=problem["question"]))
+        common = dict(problem_id=row["problem_id"], question=problem["question"], answer=problem["answer"],
+                      prompt_messages=messages, source=problem.get("source"), model=self.generator.model,
+                      localizer="step-controlled")
+        pairs, seen = [], set()
+        for cut in sorted({b.cut for b in branches}):
+            wrong = [b for b in branches if b.cut == cut and b.dropped is None]
+            if not wrong:
+                continue
+            rejected = min(wrong, key=lambda b: b.round).text
+            chosen = join_steps(steps[cut:])
+            if normalized(rejected) in seen or normalized(rejected) == normalized(chosen):
+                continue
+            seen.add(normalized(rejected))
+            pairs.append(make_pair(**common, prefix_steps=steps[:cut], chosen=chosen, rejected=rejected,
+                                   kind="scdpo", error_step=cut,
+                                   chosen_verified=verify_step(steps[cut], cut, problem.get("meta")),
+                                   sampling={"schedule": [self.config.temperature(i) for i in range(4)],
+                                             "top_p": self.config.top_p, "rounds": self.config.rounds,
+                                             "seed": self.config.seed}))
+            if self.config.max_pairs_per_solution and len(pairs) >= self.config.max_pairs_per_solution:
+                break
+        wrong_completion = row.get("wrong_completion")
+        if self.config.dpo_pairs and isinstance(wrong_completion, str) and wrong_completion.strip():
+            pairs.append(make_pair(**common, prefix_steps=[], chosen=join_steps(steps), rejected=wrong_completion,
+                                   kind="dpo", error_step=None, chosen_verified=None))
+        drops: dict[str, int] = {}
+        for b in branches:
+            if b.dropped:
+                drops[b.dropped] = drops.get(b.dropped, 0) + 1
+        accepted = sum(1 for b in branches if b.dropped is None)
+        detail = f"{len(branches)} continuations, {accepted} wrong and usable; dropped {drops or 'none'}"
+        outcome = "pairs" if pairs else ("all_still_right" if drops.get("still_right") == len(branches) and branches
+                                         else "no_usable_negative")
+        return attempt_row(row["unit_id"], row["problem_id"], self.name, outcome, detail=detail,
+                           candidates=len(branches), accepted=accepted, pairs=pairs, generated_tokens=tokens)
+
+
+def synthesis_units(rollouts: pd.DataFrame | None = None, problems: pd.DataFrame | None = None,
+                    template: str = "step_by_step") -> tuple[pd.DataFrame, dict[str, int]]:
+    """Units for stage 4: correct rollouts (each with one wrong rollout of its problem, for DPO pairs), or,
+    given problems only, their reference solutions. Returns the units and counts of what was left out."""
+    if rollouts is not None:
+        ok = rollouts["error"].isna()
+        right = rollouts[ok & rollouts["correct"].eq(True)]
+        wrong = rollouts[ok & rollouts["correct"].eq(False)].groupby("problem_id")["completion"].apply(list)
+        used: dict[str, int] = {}
+        rows = []
+        for r in right.itertuples(index=False):
+            options = wrong.get(r.problem_id, [])
+            i = used.get(r.problem_id, 0)
+            used[r.problem_id] = i + 1
+            rows.append({"unit_id": r.rollout_id, "problem_id": r.problem_id, "steps": list(r.steps),
+                         "wrong_completion": options[i % len(options)] if options else None})
+        left = {"not_correct": int(len(rollouts) - len(right))}
+        return pd.DataFrame(rows, columns=["unit_id", "problem_id", "steps", "wrong_completion"]), left
+    if problems is None:
+        raise ValueError("give a rollouts table or a problems table with reference solutions")
+    partial = load_prompt(template).render(question="")[-1]["content"]
+    rows, missing = [], 0
+    for p in problems.itertuples(index=False):
+        if not isinstance(p.solution, str) or not p.solution.strip():
+            missing += 1
+            continue
+        text = strip_partial_overlap(partial, to_step_format(p.solution, p.answer))
+        rows.append({"unit_id": f"{p.problem_id}:reference", "problem_id": p.problem_id,
+                     "steps": split_steps(text), "wrong_completion": None})
+    return pd.DataFrame(rows, columns=["unit_id", "problem_id", "steps", "wrong_completion"]), {"no_solution": missing}
+
+
+def run_synthesize(generator: Generator, units: pd.DataFrame, problems: pd.DataFrame, out: str,
+                   config: SynthesizeConfig = SynthesizeConfig(), *, max_pairs_per_problem: int | None = 2,
+                   batch_size: int = 64, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
+                   allow_config_change: bool = False, run_config: dict[str, Any] | None = None,
+                   left_out: dict[str, int] | None = None, progress: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Stage 4 as a resumable run: attempts in ``OUT.attempts.parquet``, SCDPO (and DPO) pairs in ``out``.
+
+    SCDPO kept 2 pairs per problem for GSM8K-like data and 3 for MATH-like data.
+    """
+    from dataclasses import asdict
+
+    from stepdata.pipeline.pairing import attempts_path_for, run_pair_stage
+    from stepdata.pipeline.run import StageRun
+
+    stage = SynthesizeStage(generator, problems, config)
+    settings = {"stage": "synthesize", "model": generator.model, "max_pairs_per_problem": max_pairs_per_problem,
+                **asdict(config), **(run_config or {})}
+    run = StageRun("synthesize", attempts_path_for(out), "attempts", settings, key_column="unit_id",
+                   batch_size=batch_size, shard=shard, overwrite=overwrite, allow_config_change=allow_config_change,
+                   progress=progress)
+    return run_pair_stage(run, units, stage, max_pairs_per_problem, extra_stats={"left_out": left_out or {}},
+                          tokens_done=lambda: stage.totals["completion_tokens"])
