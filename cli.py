@@ -436,8 +436,9 @@ def _pair_stage_done(stats: dict, what: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-pairs-per-rollout", type=int, help="Keep at most this many distinct chosen steps per rollout.")
 @click.option("--max-pairs-per-problem", type=int, help="Keep at most this many pairs per problem.")
-@click.option("--verify", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
-              help="auto: drop chosen steps that the exact checker (embedded problems) or the rules reject.")
+@click.option("--verify", type=click.Choice(["mark", "drop", "none"]), default="mark", show_default=True,
+              help="Check each chosen step (exact checker on embedded problems, arithmetic rules elsewhere): "
+                   "mark records the verdict in chosen_verified; drop also drops (and counts) rejected ones.")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
 def rectify_cmd(localized: str, backend: str, model: str, base_url: str | None, tokenizer: str | None,
                 engine_options: tuple[str, ...], out: str, batch_size: int, shard: str | None, overwrite: bool,
@@ -849,6 +850,40 @@ def train_cmd(method: str, model: str, data: str, out: str, epochs: float | None
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({k: v for k, v in record.items() if k != "log"}, indent=2, default=str))
     click.echo(f"saved {method} model to {out}")
+
+
+@main.command("quickstart")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default="runs/quickstart", show_default=True,
+              help="Folder for everything the job makes (started again, it resumes).")
+@click.option("--backend", type=click.Choice(["auto", "vllm", "hf"]), default="auto", show_default=True,
+              help="auto: vLLM when installed, transformers otherwise.")
+@click.option("--problems", "n_problems", type=int, default=48, show_default=True, help="Problems to mine pairs from.")
+@click.option("--samples", type=int, default=4, show_default=True, help="Solutions sampled per problem.")
+@click.option("--sft-steps", type=int, default=48, show_default=True, help="SFT warm-up optimizer steps.")
+@click.option("--model", type=click.Path(exists=True, file_okay=False),
+              help="Start from this model folder instead of SmolLM2-135M-Instruct.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def quickstart_cmd(out: str, backend: str, n_problems: int, samples: int, sft_steps: int, model: str | None,
+                   seed: int) -> None:
+    """The main job on the embedded default: problems, SmolLM2, SFT warm-up, sample, localize,
+    rectify, synthesize, export and an audit report, all into OUT."""
+    try:
+        from stepdata.quickstart import QuickstartConfig, run_quickstart
+        import trainers.train  # noqa: F401 - fail early with a clear message
+    except ImportError as exc:
+        raise click.ClickException(f"the quickstart needs the hf and train extras (bash setup.sh): {exc}") from None
+    config = QuickstartConfig(problems=n_problems, samples=samples, sft_steps=sft_steps, backend=backend,
+                              seed=seed, model=model)
+    summary = run_quickstart(out, config)
+    pairs = summary["pairs"]
+    confirmed = summary["chosen_confirmed_by_exact_checker"]
+    share = "n/a" if confirmed["share"] is None else f"{confirmed['share']:.0%}"
+    click.echo(f"held-out accuracy after SFT: {summary['eval_heldout']['accuracy']:.1%}")
+    click.echo(f"pairs: {pairs['total']} {pairs['by_kind']}; after filters {pairs['after_filters']} "
+               f"(train {pairs['train']}, test {pairs['test']})")
+    click.echo(f"chosen steps confirmed by the exact checker: {confirmed['confirmed']} of {confirmed['of']} ({share})")
+    click.echo(f"took {summary['total_seconds']:.0f}s; report: {Path(out) / 'report.html'}; "
+               f"summary: {Path(out) / 'quickstart.json'}")
 
 
 @main.command("datasets")

@@ -5,12 +5,19 @@ import json
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import requires_torch
 
 from cli import main
-from conftest import requires_torch
 from stepdata import make_problems
 from stepdata.answers import Verdict
-from stepdata.evaluate import EVAL_SEED, evaluate_model, load_eval_problems, majority_correct, pass_at_k
+from stepdata.evaluate import (
+    EVAL_SEED,
+    evaluate_model,
+    format_table,
+    load_eval_problems,
+    majority_correct,
+    pass_at_k,
+)
 from stepdata.generation import Completion, GenerationResult, Generator, SamplingConfig
 
 FOUR = " 2 + 2 = 4.\nStep 2: The answer is 4."
@@ -49,8 +56,8 @@ def test_correct_and_wrong_are_counted_and_errors_never_count_as_correct():
                      ("failed", "please fail", "4"), ("nogold", "What is 2 + 2 again?", None))
     result = evaluate_model(Scripted(), table, data="unit")
     rows = result.rows.set_index("problem_id")
-    assert rows.loc["right", "correct"] == True and rows.loc["right", "pred_answer"] == "4"  # noqa: E712
-    assert rows.loc["wrong", "correct"] == False  # noqa: E712
+    assert rows.loc["right", "correct"] == True and rows.loc["right", "pred_answer"] == "4"
+    assert rows.loc["wrong", "correct"] == False
     assert pd.isna(rows.loc["failed", "correct"]) and rows.loc["failed", "error"].startswith("generation")
     assert pd.isna(rows.loc["nogold", "correct"]) and rows.loc["nogold", "error"].startswith("gold_answer")
     assert (result.samples, result.correct, result.judged, result.errors) == (4, 1, 2, 2)
@@ -61,7 +68,7 @@ def test_correct_and_wrong_are_counted_and_errors_never_count_as_correct():
 
 
 def test_a_timed_out_answer_check_is_an_error_not_a_verdict(monkeypatch):
-    import stepdata.pipeline.sample as sample
+    from stepdata.pipeline import sample
 
     monkeypatch.setattr(sample, "check_answers",
                         lambda pairs, config: [Verdict(False, "timeout", "math-verify", "5s") for _ in pairs])
@@ -93,6 +100,8 @@ def test_samples_give_pass_at_k_and_majority_vote():
     assert result.samples == 6 and result.accuracy == 0.5
     assert result.pass_at_k == {"pass@1": 0.5, "pass@3": 1.0} and result.maj_at_n == 0.5
     assert sorted(result.rows["sample"].unique()) == [0, 1, 2]
+    header, _, line = format_table([result]).splitlines()
+    assert "pass@n" in header and "maj@n" in header and "|    50.0% | 100.0% | 50.0% |" in line
 
 
 def test_eval_problems_resolution(tmp_path):

@@ -4,46 +4,19 @@ log-prob margin, sDPO swaps its reference model per stage, SFT data masks the pr
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 from conftest import requires_train
 
 from stepdata.embedded import make_problems
-from stepdata.pairs import make_pair, prompt_messages_of
-from stepdata.prompts import load_prompt
+from stepdata.pairs.perturbed import perturbed_pairs
 
 pytestmark = requires_train
 
 
 def _pairs(kind: str, n: int = 8) -> pd.DataFrame:
-    """Pairs from embedded problems: the gold step against the same step with its result off by one."""
-    rows = []
-    template = load_prompt("step_by_step")
-    for problem in make_problems(n, seed=3, min_steps=2, max_steps=3).itertuples():
-        steps = json.loads(problem.meta)["steps"]
-        lines = problem.solution.split("\n")
-        body = [line + "\n" for line in lines]
-        body[0] = body[0][len("Step 1:"):]
-        k = len(steps) - 1 if kind != "dpo" else 0
-        wrong_value = steps[k]["value"] + 1
-        wrong = body[k].replace(f"= {steps[k]['value']} ", f"= {wrong_value} ")
-        assert wrong != body[k]
-        messages = prompt_messages_of(template.render(question=problem.question))
-        final = lines[-1]
-        if kind == "step-dpo":
-            chosen, rejected = body[k], wrong
-            rests = (final, f"The answer is {wrong_value}.")
-        else:  # scdpo and dpo: the whole rest of the solution
-            chosen = "".join(body[k:]).rstrip("\n")
-            rejected = wrong + "".join(body[k + 1:-1]) + f"The answer is {wrong_value}."
-            rests = ("", "")
-        rows.append(make_pair(problem_id=problem.problem_id, question=problem.question, answer=problem.answer,
-                              prompt_messages=messages, prefix_steps=body[:k], chosen=chosen, rejected=rejected,
-                              chosen_rest=rests[0], rejected_rest=rests[1], kind=kind, error_step=k,
-                              source="embedded"))
-    return pd.DataFrame(rows)
+    """Gold steps against the same step off by one; for Step-DPO the error is a middle step (no EOS)."""
+    return perturbed_pairs(make_problems(n, seed=3, min_steps=3, max_steps=4), kind, error_at="middle")
 
 
 def _margin(model, dataset, collator) -> float:

@@ -31,7 +31,7 @@ from stepdata.pipeline.pairing import attempt_row, attempts_frame
 from stepdata.prompts import load_prompt
 from stepdata.steps import join_steps, split_steps
 
-VerifyMode = Literal["auto", "none"]
+VerifyMode = Literal["mark", "drop", "none"]
 _SPACE = re.compile(r"\s+")
 
 
@@ -51,7 +51,9 @@ class RectifyConfig:
     max_tokens: int = 512
     seed: int = 0
     max_pairs_per_rollout: int | None = None
-    verify: VerifyMode = "auto"  # auto: drop chosen steps the exact/rules checker rejects
+    # mark: check each chosen step (exact checker on embedded problems, rules elsewhere) and record the verdict
+    # in chosen_verified; drop: also drop the ones it rejects (counted); none: no check
+    verify: VerifyMode = "mark"
     answer_timeout: float = 5.0
 
     def sampling(self) -> SamplingConfig:
@@ -147,7 +149,8 @@ class RectifyStage:
             verified = verify_step(chosen, k, problem.get("meta")) if self.config.verify != "none" else None
             if verified is False:
                 failed_check += 1
-                continue
+                if self.config.verify == "drop":
+                    continue
             pairs.append(make_pair(
                 problem_id=row["problem_id"], question=problem["question"], answer=problem["answer"],
                 prompt_messages=prompt_messages_of(self.template.render(question=problem["question"])),
@@ -159,7 +162,7 @@ class RectifyStage:
             if self.config.max_pairs_per_rollout and len(pairs) >= self.config.max_pairs_per_rollout:
                 break
         detail = (f"{len(right)} of {len(completions)} continuations right; {len(pairs)} distinct chosen steps; "
-                  f"{failed_check} failed the step check")
+                  f"{failed_check} failed the step check" + (" (dropped)" if self.config.verify == "drop" else ""))
         if not right:
             outcome = "no_correct_continuation"
         elif not pairs:
