@@ -247,7 +247,7 @@ def generate_cmd(backend: str, model: str, base_url: str | None, question: str |
         raise SystemExit(1)
 
 
-def _run_options(func):  # noqa: ANN001, ANN202 - click decorator stack shared by the stages
+def _run_options(func):
     options = [
         click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Output table (.parquet)."),
         click.option("--batch-size", type=int, default=64, show_default=True, help="Units per resumable batch."),
@@ -260,7 +260,7 @@ def _run_options(func):  # noqa: ANN001, ANN202 - click decorator stack shared b
     return func
 
 
-def _engine_options(func=None, *, required: bool = True, many: bool = False):  # noqa: ANN001, ANN202
+def _engine_options(func=None, *, required: bool = True, many: bool = False):
     if func is None:
         return lambda f: _engine_options(f, required=required, many=many)
     options = [
@@ -319,7 +319,13 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
                allow_config_change: bool, template: str, n: int, temperature: float, top_p: float, max_tokens: int,
                seed: int, limit: int | None, data_dir: str | None) -> None:
     """Stage 1: sample N step-by-step solutions per problem of PROBLEMS and check their answers."""
-    from stepdata.pipeline import ConfigChanged, SampleConfig, SampleStage, StageRun, parse_shard
+    from stepdata.pipeline import (
+        ConfigChanged,
+        SampleConfig,
+        SampleStage,
+        StageRun,
+        parse_shard,
+    )
 
     try:
         units = _load_units(problems, "problems", data_dir)
@@ -374,10 +380,9 @@ def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, ov
     import contextlib
 
     from stepdata.localize.judge import JudgeLocalizer
+    from stepdata.localize.rollouts import RolloutLocalizer
     from stepdata.pipeline import ConfigChanged, StageRun, parse_shard
     from stepdata.pipeline.localize import LocalizeStage, wrong_rollouts
-
-    from stepdata.localize.rollouts import RolloutLocalizer
 
     needs_judge = "judge" in method
     needs_model = needs_judge or method == "rollouts"
@@ -496,7 +501,11 @@ def synthesize_cmd(source: str, backend: str, model: str, base_url: str | None, 
     """Stage 4: step-controlled negatives from the correct rollouts in SOURCE (or from the reference
     solutions of a problems table): continue from step k at a rising temperature until the answer is wrong."""
     from stepdata.pipeline import ConfigChanged, parse_shard
-    from stepdata.pipeline.synthesize import SynthesizeConfig, run_synthesize, synthesis_units
+    from stepdata.pipeline.synthesize import (
+        SynthesizeConfig,
+        run_synthesize,
+        synthesis_units,
+    )
 
     try:
         kind = read_metadata(source).get("kind") if Path(source).exists() and source.endswith(".parquet") else None
@@ -549,7 +558,12 @@ def bench_processbench_cmd(backend: str, model: str | None, base_url: str | None
     """Score a localizer in ProcessBench's protocol (accuracy on erroneous / correct samples, F1, cost)."""
     import contextlib
 
-    from stepdata.bench.processbench import HEADER, judge_localizer, rules_localizer, run_processbench
+    from stepdata.bench.processbench import (
+        HEADER,
+        judge_localizer,
+        rules_localizer,
+        run_processbench,
+    )
     from stepdata.localize.judge import JudgeLocalizer
 
     if "judge" in localizer and model is None:
@@ -648,8 +662,14 @@ def export_cmd(pairs: str, out: str, fmt: str, model: str | None, test_fraction:
     Every removed row is written, with the filter and the reason, to OUT.dropped.*.
     No EOS is added to any text (see stepdata/pairs/export.py).
     """
-    from stepdata.pairs.export import (ExportError, export_table, file_type, sibling_path, write_dropped,
-                                       write_exported)
+    from stepdata.pairs.export import (
+        ExportError,
+        export_table,
+        file_type,
+        sibling_path,
+        write_dropped,
+        write_exported,
+    )
     from stepdata.pairs.filters import FilterConfig, apply_filters
     from stepdata.pairs.split import split_by_problem
     from stepdata.pairs.stats import pairs_stats, render_stats
@@ -687,10 +707,10 @@ def export_cmd(pairs: str, out: str, fmt: str, model: str | None, test_fraction:
     dropped_path = sibling_path(out, "dropped", ".jsonl" if out_type == "jsonl" else ".parquet")
     files["dropped"] = str(write_dropped(dropped, dropped_path, config))
     stats = pairs_stats(kept, dropped)
-    split_counts = {name: {"pairs": int(len(part)), "problems": int(part["problem_id"].nunique())}
+    split_counts = {name: {"pairs": len(part), "problems": int(part["problem_id"].nunique())}
                     for name, (_, part) in parts.items()}
     summary_path = sibling_path(out, "summary", ".json")
-    summary = {"config": config, "rows_in": int(len(df)), "kept": int(len(kept)), "dropped": int(len(dropped)),
+    summary = {"config": config, "rows_in": len(df), "kept": len(kept), "dropped": len(dropped),
                "split": split_counts, "files": files, "stats": stats}
     summary_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
     click.echo(render_stats(stats))
@@ -759,7 +779,12 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
              temperature: float, top_p: float, max_tokens: int, sampling_seed: int, batch_size: int | None,
              out: str | None) -> None:
     """Score each --model on the same problems (greedy by default) and print one row per model."""
-    from stepdata.evaluate import evaluate_model, format_table, load_eval_problems, write_results
+    from stepdata.evaluate import (
+        evaluate_model,
+        format_table,
+        load_eval_problems,
+        write_results,
+    )
     from stepdata.generation import SamplingConfig
 
     mapping = dict(item.partition("=")[::2] for item in columns)
@@ -860,19 +885,22 @@ def train_cmd(method: str, model: str, data: str, out: str, epochs: float | None
 @click.option("--problems", "n_problems", type=int, default=48, show_default=True, help="Problems to mine pairs from.")
 @click.option("--samples", type=int, default=4, show_default=True, help="Solutions sampled per problem.")
 @click.option("--sft-steps", type=int, default=48, show_default=True, help="SFT warm-up optimizer steps.")
+@click.option("--eval-problems", type=int, default=64, show_default=True,
+              help="Held-out problems the warmed-up policy is scored on.")
 @click.option("--model", type=click.Path(exists=True, file_okay=False),
               help="Start from this model folder instead of SmolLM2-135M-Instruct.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def quickstart_cmd(out: str, backend: str, n_problems: int, samples: int, sft_steps: int, model: str | None,
-                   seed: int) -> None:
+def quickstart_cmd(out: str, backend: str, n_problems: int, samples: int, sft_steps: int, eval_problems: int,
+                   model: str | None, seed: int) -> None:
     """The main job on the embedded default: problems, SmolLM2, SFT warm-up, sample, localize,
     rectify, synthesize, export and an audit report, all into OUT."""
     try:
-        from stepdata.quickstart import QuickstartConfig, run_quickstart
         import trainers.train  # noqa: F401 - fail early with a clear message
+        from stepdata.quickstart import QuickstartConfig, run_quickstart
     except ImportError as exc:
         raise click.ClickException(f"the quickstart needs the hf and train extras (bash setup.sh): {exc}") from None
-    config = QuickstartConfig(problems=n_problems, samples=samples, sft_steps=sft_steps, backend=backend,
+    config = QuickstartConfig(problems=n_problems, samples=samples, sft_steps=sft_steps, eval_problems=eval_problems,
+                              backend=backend,
                               seed=seed, model=model)
     summary = run_quickstart(out, config)
     pairs = summary["pairs"]

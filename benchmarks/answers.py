@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stepdata import check_answer, load_problems  # noqa: E402
-from stepdata.answers import AnswerCheckConfig, check_answers, parse_plain_number  # noqa: E402
+from stepdata import check_answer, load_problems
+from stepdata.answers import AnswerCheckConfig, check_answers, parse_plain_number
 
 
 def respell(value: str, rng: random.Random) -> tuple[str, bool]:

@@ -56,10 +56,10 @@ def _worker(args: argparse.Namespace) -> None:
         def __init__(self) -> None:
             self.times: list[float] = []
 
-        def on_step_begin(self, *a, **k):  # noqa: ANN002, ANN003
+        def on_step_begin(self, *a, **k):
             self.t0 = time.perf_counter()
 
-        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003
+        def on_step_end(self, *a, **k):
             if cuda:
                 torch.cuda.synchronize()
             self.times.append(time.perf_counter() - self.t0)

@@ -7,12 +7,18 @@ dependencies (pandas, pyarrow, sympy, click, openai, math-verify); model engines
 
 __version__ = "0.1.0"
 
-from stepdata.answers import AnswerCheckConfig, Verdict, answers_match, check_answer, extract_answer  # noqa: E402
-from stepdata.embedded import make_problems  # noqa: E402
-from stepdata.io import SchemaError, read_metadata, read_table, write_table  # noqa: E402
-from stepdata.loaders import BadRowError, load_problems  # noqa: E402
-from stepdata.prompts import PromptTemplate, load_prompt  # noqa: E402
-from stepdata.steps import join_steps, split_steps, step_body  # noqa: E402
+from stepdata.answers import (
+    AnswerCheckConfig,
+    Verdict,
+    answers_match,
+    check_answer,
+    extract_answer,
+)
+from stepdata.embedded import make_problems
+from stepdata.io import SchemaError, read_metadata, read_table, write_table
+from stepdata.loaders import BadRowError, load_problems
+from stepdata.prompts import PromptTemplate, load_prompt
+from stepdata.steps import join_steps, split_steps, step_body
 
 __all__ = [
     "AnswerCheckConfig",
@@ -20,6 +26,7 @@ __all__ = [
     "PromptTemplate",
     "SchemaError",
     "Verdict",
+    "__version__",
     "answers_match",
     "check_answer",
     "extract_answer",
@@ -32,5 +39,4 @@ __all__ = [
     "split_steps",
     "step_body",
     "write_table",
-    "__version__",
 ]

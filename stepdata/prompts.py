@@ -42,14 +42,14 @@ class PromptTemplate:
     messages: tuple[tuple[str, str], ...]  # (role, text)
 
     @classmethod
-    def from_text(cls, name: str, text: str) -> "PromptTemplate":
+    def from_text(cls, name: str, text: str) -> PromptTemplate:
         parts = _SECTION.split(text)
         if parts[0].strip():
             raise ValueError(f"prompt {name!r}: text before the first [role] header")
         messages = []
         for role, body in zip(parts[1::2], parts[2::2]):
-            body = body[1:] if body.startswith("\n") else body
-            body = body[:-1] if body.endswith("\n") else body
+            body = body.removeprefix("\n")
+            body = body.removesuffix("\n")
             messages.append((role, body))
         if not messages:
             raise ValueError(f"prompt {name!r}: no [system]/[user]/[assistant] sections")

@@ -17,9 +17,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -54,7 +55,7 @@ class _Steps:
     def __init__(self, echo: Callable[[str], None]) -> None:
         self.echo, self.start, self.times = echo, time.monotonic(), {}
 
-    def __call__(self, name: str) -> "_Step":
+    def __call__(self, name: str) -> _Step:
         return _Step(self, name)
 
 
@@ -66,7 +67,7 @@ class _Step:
         self.t0 = time.monotonic()
         self.steps.echo(f"[quickstart {time.monotonic() - self.steps.start:6.0f}s] {self.name} ...")
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         took = time.monotonic() - self.t0
         self.steps.times[self.name] = round(took, 1)
         if exc[0] is None:
@@ -88,11 +89,15 @@ def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(
                    echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the main job into ``out``; returns (and writes to ``out/quickstart.json``) its summary."""
     from stepdata.generation import make_generator
-    from stepdata.io import read_table, write_table
+    from stepdata.io import write_table
     from stepdata.pipeline import SampleConfig, SampleStage, StageRun
     from stepdata.pipeline.localize import LocalizeStage, wrong_rollouts
     from stepdata.pipeline.rectify import RectifyConfig, run_rectify
-    from stepdata.pipeline.synthesize import SynthesizeConfig, run_synthesize, synthesis_units
+    from stepdata.pipeline.synthesize import (
+        SynthesizeConfig,
+        run_synthesize,
+        synthesis_units,
+    )
 
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     out = Path(out)
@@ -127,8 +132,10 @@ def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(
         summary["backend"] = generator.backend
         with step("evaluate the warmed-up policy"):
             from stepdata.evaluate import evaluate_model
+            from stepdata.generation import SamplingConfig
 
-            result = evaluate_model(generator, eval_problems, data="embedded-heldout")
+            result = evaluate_model(generator, eval_problems, data="embedded-heldout",
+                                    sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=config.max_tokens))
             summary["eval_heldout"] = {"accuracy": result.accuracy, "problems": result.problems,
                                        "errors": result.errors}
             echo(f"held-out accuracy of the warmed-up policy: {result.accuracy:.1%} on {result.problems} problems")

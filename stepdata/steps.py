@@ -19,7 +19,8 @@ Three ways to cut, chosen per text (``mode="auto"``) or forced:
 from __future__ import annotations
 
 import re
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 SplitMode = Literal["auto", "markers", "paragraphs", "lines"]
 

@@ -39,11 +39,11 @@ class FaultyOpenAIServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def __enter__(self) -> "FaultyOpenAIServer":
+    def __enter__(self) -> FaultyOpenAIServer:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -54,7 +54,7 @@ class FaultyOpenAIServer:
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 chat = self.path.endswith("/chat/completions")
                 key = body["messages"][-1 if body["messages"][-1]["role"] == "user" else -2]["content"] if chat else body["prompt"]

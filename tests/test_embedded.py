@@ -1,7 +1,13 @@
 import json
 import re
 
-from stepdata import answers_match, extract_answer, make_problems, split_steps, write_table
+from stepdata import (
+    answers_match,
+    extract_answer,
+    make_problems,
+    split_steps,
+    write_table,
+)
 from stepdata.answers.safe_expr import evaluate_exact
 
 CLAIM = re.compile(r"(\d+ [-+*/] \d+) = (\d+)")

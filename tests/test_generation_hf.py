@@ -1,9 +1,9 @@
 """transformers backend on a tiny random model (and SmolLM2 for end-of-turn behaviour)."""
 
 import pytest
-
 from conftest import requires_torch
 from generation_checks import chat, continuation_is_exact, texts
+
 from stepdata.generation import GenerationRequest, SamplingConfig, make_generator
 from stepdata.generation.templates import render_prompt
 
@@ -54,7 +54,7 @@ def test_partial_answer_tokens_follow_the_generation_prompt_directly(tiny):
     continued = tiny.render(chat("c", question, partial=partial))
     assert continued == answered + partial
     result = tiny.generate([chat("c", question, partial=partial)], SamplingConfig(temperature=0, max_tokens=4))[0]
-    encode = lambda text: tiny.tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    encode = lambda text: tiny.tokenizer(text, add_special_tokens=False).input_ids
     assert result.prompt_tokens == len(encode(answered + partial))
     assert encode(answered + partial)[: len(encode(answered))] == encode(answered)
 

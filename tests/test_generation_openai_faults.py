@@ -3,8 +3,8 @@
 import logging
 
 import pytest
-
 from fake_openai_server import FaultyOpenAIServer
+
 from stepdata.generation import GenerationRequest, SamplingConfig
 from stepdata.generation.openai_backend import OpenAIGenerator
 

@@ -9,9 +9,9 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import requires_vllm
 from generation_checks import chat, texts
+
 from stepdata.generation import GenerationRequest, SamplingConfig
 from stepdata.generation.openai_backend import OpenAIGenerator
 

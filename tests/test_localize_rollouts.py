@@ -3,6 +3,7 @@
 import random
 
 from conftest import requires_torch
+
 from stepdata.generation import Completion, GenerationResult
 from stepdata.generation.base import Generator
 from stepdata.localize.rollouts import RolloutItem, RolloutLocalizer, max_binary_probes

@@ -10,7 +10,13 @@ from click.testing import CliRunner
 from cli import main
 from stepdata import read_metadata, read_table, write_table
 from stepdata.pairs.build import make_pair, prompt_messages_of
-from stepdata.pairs.export import STEP_DPO_COLUMNS, ExportError, read_dropped, step_dpo_table, trl_table
+from stepdata.pairs.export import (
+    STEP_DPO_COLUMNS,
+    ExportError,
+    read_dropped,
+    step_dpo_table,
+    trl_table,
+)
 from stepdata.pairs.filters import (
     DROP_COLUMNS,
     FilterConfig,

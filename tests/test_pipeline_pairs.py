@@ -20,7 +20,11 @@ from stepdata.io import read_table
 from stepdata.localize.exact import check_step, exact_first_error
 from stepdata.pairs import partial_answer
 from stepdata.pipeline.rectify import RectifyConfig, run_rectify
-from stepdata.pipeline.synthesize import SynthesizeConfig, run_synthesize, synthesis_units
+from stepdata.pipeline.synthesize import (
+    SynthesizeConfig,
+    run_synthesize,
+    synthesis_units,
+)
 from stepdata.prompts import load_prompt
 from stepdata.steps import STEP_MARKER, join_steps, split_steps, strip_partial_overlap
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import requires_torch
 from fake_openai_server import FaultyOpenAIServer
+
 from stepdata import read_table
 
 REPO = Path(__file__).resolve().parents[1]

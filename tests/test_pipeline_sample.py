@@ -1,8 +1,8 @@
 """Stage 1 on awkward input: every case is a recorded row outcome, never a crash or a silent drop."""
 
 import pandas as pd
-
 from fake_openai_server import FaultyOpenAIServer
+
 from stepdata.generation.openai_backend import OpenAIGenerator
 from stepdata.io import to_arrow
 from stepdata.pipeline import SampleConfig, SampleStage

@@ -58,20 +58,24 @@ def test_ci_runs_the_readme_main_job():
 
 @pytest.mark.slow
 @requires_train
-def test_the_main_job_runs_end_to_end_at_a_small_size(tmp_path):
-    """The README's main command at a small size, through the CLI in a fresh folder."""
+def test_the_main_job_runs_end_to_end_on_a_tiny_model_and_resumes(tmp_path, tiny_model_dir):
+    """The README's main command through the CLI in a fresh folder, on the tiny random model (its
+    pairs are few or none: the wiring, the empty cases and the resume are what is tested here; CI
+    runs the real size with SmolLM2 before the tests)."""
     setup_and_main, _ = readme_commands()
     main_job = shlex.split(setup_and_main.partition(" && ")[2])
     assert main_job[1] == "quickstart"
-    command = [sys.executable, str(REPO / "cli.py"), "quickstart", "--out", "qs", "--problems", "12",
-               "--samples", "4", "--sft-steps", "6"]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1500)
+    command = [sys.executable, str(REPO / "cli.py"), "quickstart", "--out", "qs", "--problems", "6",
+               "--samples", "2", "--sft-steps", "2", "--eval-problems", "4", "--model", str(tiny_model_dir), "--backend", "hf"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "qs"
     summary = json.loads((out / "quickstart.json").read_text())
     assert summary["pairs"]["total"] == len(read_table(out / "pairs.parquet", kind="pairs"))
-    assert (out / "report.html").exists() and (out / "rollouts.parquet").exists()
-    # started again with the same command, it resumes: nothing is redone
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert len(read_table(out / "rollouts.parquet", kind="rollouts")) == 12
+    assert (out / "report.html").exists() and (out / "model-sft" / "train_report.json").exists()
+    # started again with the same command, it resumes: every stage is skipped, the same pairs come out
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((out / "quickstart.json").read_text())["pairs"]["total"] == summary["pairs"]["total"]
+    assert "sample: 6/6 units" in again.stderr
+    assert json.loads((out / "quickstart.json").read_text())["pairs"] == summary["pairs"]

@@ -118,10 +118,16 @@ def test_a_token_split_at_the_boundary_is_repaired_and_verified(tokenizer):
 def _metaspace_tokenizer(tmp_path):
     """A SentencePiece-style tokenizer (prefix space on every encode), built offline: the case where a
     step encoded on its own does not decode back to the same text."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     from tiny_models import CHAT_TEMPLATE
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
 
     model = Tokenizer(models.BPE(unk_token="<unk>"))
     model.normalizer = normalizers.Replace(" ", "\u2581")

@@ -25,8 +25,9 @@ code the generators use, so training sees the context the policy saw.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import pandas as pd
 

@@ -30,7 +30,6 @@ from stepdata.steps import strip_partial_overlap, to_step_format
 from trainers.data import BoundaryError, DataReport, encode_continuation
 
 
-
 @dataclass
 class StepSFTConfig(SFTConfig):
     """SFT warm-up defaults: one cosine epoch, loss on the solution only, no recomputation."""

@@ -12,8 +12,8 @@ from stepdata.answers.verify import (
 )
 
 __all__ = [
-    "AnswerCheckConfig",
     "DEFAULT_CONFIG",
+    "AnswerCheckConfig",
     "PlainNumber",
     "Verdict",
     "answers_match",

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any
 
 MAX_EXPR_CHARS = 500
 MAX_DEPTH = 60

@@ -20,9 +20,9 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from stepdata.answers.bounded import BoundedPool, shared_pool
 from stepdata.answers.numbers import MATH_WORDS, numbers_equal, parse_plain_number
@@ -125,7 +125,7 @@ def _math_verify(gold: str, pred: str, config: AnswerCheckConfig, pool: BoundedP
     return Verdict(match, "match" if match else "mismatch", "math-verify")
 
 
-def _worker_verify(*args):  # noqa: ANN002, ANN202 - pickled by reference, runs in the worker
+def _worker_verify(*args):
     from stepdata.answers.mathverify_worker import verify_texts
 
     return verify_texts(*args)

@@ -12,10 +12,11 @@ import os
 import pickle
 import sys
 
-from stepdata.answers.bounded import _HEADER, _write_frame as _send
+from stepdata.answers.bounded import _HEADER
+from stepdata.answers.bounded import _write_frame as _send
 
 
-def _read(inp, size: int) -> bytes | None:  # noqa: ANN001
+def _read(inp, size: int) -> bytes | None:
     data = inp.read(size)
     return data if data and len(data) == size else None
 

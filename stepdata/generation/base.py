@@ -13,10 +13,15 @@ import logging
 import sys
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from stepdata.generation.progress import GenerationStats, Progress
-from stepdata.generation.types import GenerationRequest, GenerationResult, SamplingConfig
+from stepdata.generation.types import (
+    GenerationRequest,
+    GenerationResult,
+    SamplingConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +77,10 @@ class Generator(ABC):
     def close(self) -> None:
         """Release the model or connections (idempotent)."""
 
-    def __enter__(self) -> "Generator":
+    def __enter__(self) -> Generator:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -28,7 +28,13 @@ from typing import Any
 from stepdata.generation.base import Generator
 from stepdata.generation.progress import GenerationStats, Progress
 from stepdata.generation.templates import render_prompt
-from stepdata.generation.types import Completion, GenerationRequest, GenerationResult, SamplingConfig, derive_seed
+from stepdata.generation.types import (
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+    SamplingConfig,
+    derive_seed,
+)
 
 log = logging.getLogger(__name__)
 

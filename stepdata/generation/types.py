@@ -17,8 +17,9 @@ so a request gets the same samples whatever batch, shard or resumed run it is in
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 Message = Mapping[str, str]
 
@@ -80,13 +81,13 @@ class GenerationRequest:
             raise ValueError(f"request {self.request_id!r}: continue_final applies to chat messages only")
 
     @classmethod
-    def chat(cls, request_id: str, messages: Sequence[Message]) -> "GenerationRequest":
+    def chat(cls, request_id: str, messages: Sequence[Message]) -> GenerationRequest:
         """A chat whose last message is from the assistant is continued; otherwise it is answered."""
         messages = tuple(messages)
         return cls(request_id, messages=messages, continue_final=bool(messages) and messages[-1].get("role") == "assistant")
 
     @classmethod
-    def raw(cls, request_id: str, prompt: str) -> "GenerationRequest":
+    def raw(cls, request_id: str, prompt: str) -> GenerationRequest:
         return cls(request_id, prompt=prompt)
 
 

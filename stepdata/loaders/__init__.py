@@ -19,8 +19,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -42,7 +43,7 @@ KNOWN_SETS: dict[str, tuple[str, str, str]] = {
     "processbench:math": ("processbench/math.json", "processbench", "processbench-math"),
 }
 
-__all__ = ["BadRowError", "KNOWN_SETS", "Location", "load_problems", "problem_id_for", "resolve_dataset"]
+__all__ = ["KNOWN_SETS", "BadRowError", "Location", "load_problems", "problem_id_for", "resolve_dataset"]
 
 
 def problem_id_for(question: str) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from stepdata.answers.extract import last_boxed
 from stepdata.loaders.readers import BadRowError, Location

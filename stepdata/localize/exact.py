@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any
 
 from stepdata.answers import answers_match, extract_answer
 from stepdata.answers.safe_expr import UnsafeExpression, evaluate_exact

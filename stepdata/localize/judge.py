@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from stepdata.answers.extract import last_boxed
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig

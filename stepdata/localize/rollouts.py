@@ -21,10 +21,15 @@ one probe round per ``generate`` call.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
-from stepdata.answers import DEFAULT_CONFIG, AnswerCheckConfig, check_answers, extract_answer
+from stepdata.answers import (
+    DEFAULT_CONFIG,
+    AnswerCheckConfig,
+    check_answers,
+    extract_answer,
+)
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig
 from stepdata.prompts import load_prompt
 from stepdata.steps import join_steps

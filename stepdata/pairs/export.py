@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -203,8 +204,7 @@ def write_jsonl(table: pa.Table, path: str | os.PathLike) -> Path:
     path = Path(path)
     tmp = _atomic_target(path)
     with open(tmp, "w", encoding="utf-8") as handle:
-        for record in table.to_pylist():
-            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        handle.writelines(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in table.to_pylist())
     os.replace(tmp, path)
     return path
 

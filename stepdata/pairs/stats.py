@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -83,7 +84,7 @@ def _dropped_stats(dropped: pd.DataFrame | None) -> dict[str, Any]:
     by_reason: dict[str, dict[str, int]] = {}
     for name in by_filter:
         by_reason[name] = _counts(dropped.loc[dropped["drop_filter"] == name, "drop_reason"])
-    return {"total": int(len(dropped)), "by_filter": by_filter, "by_reason": by_reason}
+    return {"total": len(dropped), "by_filter": by_filter, "by_reason": by_reason}
 
 
 def pairs_stats(df: pd.DataFrame, dropped: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def pairs_stats(df: pd.DataFrame, dropped: pd.DataFrame | None = None) -> dict[s
     chosen = [len(t) if isinstance(t, str) else 0 for t in df["chosen"]]
     rejected = [len(t) if isinstance(t, str) else 0 for t in df["rejected"]]
     return {
-        "pairs": int(len(df)),
+        "pairs": len(df),
         "problems": int(df["problem_id"].nunique()) if len(df) else 0,
         "by_kind": _counts(df["kind"]),
         "by_source": _counts(df["source"]) if "source" in df.columns else {},

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from stepdata.localize.exact import exact_first_error
 from stepdata.localize.judge import JudgeItem, JudgeLocalizer
 from stepdata.localize.rollouts import RolloutItem, RolloutLocalizer
-from stepdata.localize.exact import exact_first_error
 from stepdata.localize.rules import localize_by_rules
 from stepdata.schema import LOCALIZED
 

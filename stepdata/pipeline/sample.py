@@ -106,7 +106,7 @@ class SampleStage:
         return {
             "config": asdict(self.config),
             "accuracy": round(float(judged["correct"].mean()), 4) if len(judged) else None,
-            "judged_samples": int(len(judged)),
+            "judged_samples": len(judged),
             "problems": int(rollouts["problem_id"].nunique()),
             "problems_with_a_correct_sample": int((per_problem["sum"] > 0).sum()),
             "problems_all_wrong": int((per_problem["sum"] == 0).sum()),

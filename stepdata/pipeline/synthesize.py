@@ -34,7 +34,12 @@ from stepdata.pairs import make_pair, prompt_messages_of
 from stepdata.pipeline.pairing import attempt_row, attempts_frame
 from stepdata.pipeline.rectify import normalized
 from stepdata.prompts import load_prompt
-from stepdata.steps import join_steps, split_steps, strip_partial_overlap, to_step_format
+from stepdata.steps import (
+    join_steps,
+    split_steps,
+    strip_partial_overlap,
+    to_step_format,
+)
 
 STEP_STOP = "\nStep"
 
@@ -100,7 +105,7 @@ class SynthesizeStage:
 
     def cut_points(self, unit_id: str, n_steps: int) -> list[int]:
         last = n_steps if self.config.include_last_step else n_steps - 1
-        cuts = list(range(0, max(last, 0)))
+        cuts = list(range(max(last, 0)))
         if self.config.cuts is not None and len(cuts) > self.config.cuts:
             rng = random.Random(f"{self.config.seed}:{unit_id}")
             cuts = sorted(rng.sample(cuts, self.config.cuts))
