@@ -906,7 +906,9 @@ def quickstart_cmd(out: str, backend: str, n_problems: int, samples: int, sft_st
     pairs = summary["pairs"]
     confirmed = summary["chosen_confirmed_by_exact_checker"]
     share = "n/a" if confirmed["share"] is None else f"{confirmed['share']:.0%}"
-    click.echo(f"held-out accuracy after SFT: {summary['eval_heldout']['accuracy']:.1%}")
+    before = summary.get("eval_base", {}).get("accuracy")
+    click.echo(f"held-out accuracy: {'n/a' if before is None else f'{before:.1%}'} as shipped, "
+               f"{summary['eval_heldout']['accuracy']:.1%} after the SFT warm-up")
     click.echo(f"pairs: {pairs['total']} {pairs['by_kind']}; after filters {pairs['after_filters']} "
                f"(train {pairs['train']}, test {pairs['test']})")
     click.echo(f"chosen steps confirmed by the exact checker: {confirmed['confirmed']} of {confirmed['of']} ({share})")

@@ -41,6 +41,8 @@ class QuickstartConfig:
     max_steps: int = 3
     samples: int = 4
     rectify_samples: int = 4
+    rectify_per_problem: int = 2  # wrong rollouts rectified per problem
+    eval_base: bool = True  # also score the model as shipped, for the before/after
     synth_rounds: int = 2
     synth_cuts: int = 1
     max_tokens: int = 192
@@ -88,7 +90,8 @@ def _make_problems(path: Path, n: int, seed: int, config: QuickstartConfig) -> p
 def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(),
                    echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the main job into ``out``; returns (and writes to ``out/quickstart.json``) its summary."""
-    from stepdata.generation import make_generator
+    from stepdata.evaluate import evaluate_model
+    from stepdata.generation import SamplingConfig, make_generator
     from stepdata.io import write_table
     from stepdata.pipeline import SampleConfig, SampleStage, StageRun
     from stepdata.pipeline.localize import LocalizeStage, wrong_rollouts
@@ -117,6 +120,27 @@ def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(
             from stepdata.models import fetch_model
 
             base_model = fetch_model("smollm2")
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=config.max_tokens)
+    def evaluate(name: str, generator: Any) -> dict[str, Any]:
+        """Greedy held-out accuracy, kept in OUT/NAME.json so a resumed run does not redo it."""
+        path = out / f"{name}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        result = evaluate_model(generator, eval_problems, data="embedded-heldout", sampling=greedy)
+        record = {"model": result.model, "accuracy": result.accuracy, "problems": result.problems,
+                  "errors": result.errors, "truncated": result.truncated}
+        path.write_text(json.dumps(record, indent=1))
+        return record
+
+    if config.eval_base:
+        with step("evaluate the model as shipped"):
+            if (out / "eval_base.json").exists():
+                summary["eval_base"] = evaluate("eval_base", None)
+            else:
+                with make_generator(config.backend, str(base_model)) as generator:
+                    summary["eval_base"] = evaluate("eval_base", generator)
+            echo(f"held-out accuracy as shipped: {summary['eval_base']['accuracy']:.1%} on "
+                 f"{summary['eval_base']['problems']} problems")
     policy = out / "model-sft"
     with step("sft warm-up"):
         report_path = policy / "train_report.json"
@@ -131,14 +155,9 @@ def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(
     with make_generator(config.backend, str(policy)) as generator:
         summary["backend"] = generator.backend
         with step("evaluate the warmed-up policy"):
-            from stepdata.evaluate import evaluate_model
-            from stepdata.generation import SamplingConfig
-
-            result = evaluate_model(generator, eval_problems, data="embedded-heldout",
-                                    sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=config.max_tokens))
-            summary["eval_heldout"] = {"accuracy": result.accuracy, "problems": result.problems,
-                                       "errors": result.errors}
-            echo(f"held-out accuracy of the warmed-up policy: {result.accuracy:.1%} on {result.problems} problems")
+            summary["eval_heldout"] = evaluate("eval_sft", generator)
+            echo(f"held-out accuracy of the warmed-up policy: {summary['eval_heldout']['accuracy']:.1%} on "
+                 f"{summary['eval_heldout']['problems']} problems")
         with step("sample (stage 1)"):
             sample_config = SampleConfig(n=config.samples, max_tokens=config.max_tokens, seed=seed)
             run = StageRun("sample", out / "rollouts.parquet", "rollouts",
@@ -157,9 +176,10 @@ def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(
             summary["localize"] = run.summary.stage_stats
         with step("rectify (stage 3)"):
             rectify_config = RectifyConfig(n=config.rectify_samples, max_tokens=config.max_tokens, seed=seed)
-            stepdpo, stats = run_rectify(generator, localized, problems, str(out / "pairs_stepdpo.parquet"),
+            units = localized.groupby("problem_id", sort=False).head(config.rectify_per_problem)
+            stepdpo, stats = run_rectify(generator, units, problems, str(out / "pairs_stepdpo.parquet"),
                                          rectify_config, batch_size=32)
-            summary["rectify"] = stats
+            summary["rectify"] = stats | {"wrong_rollouts_not_rectified": len(localized) - len(units)}
         with step("synthesize (stage 4)"):
             units, left = synthesis_units(rollouts=rollouts)
             units = units.drop_duplicates("problem_id")  # one correct solution per problem keeps it short
@@ -179,7 +199,7 @@ def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(
         pairs = pd.concat([stepdpo, scdpo], ignore_index=True)
         write_table(pairs, out / "pairs.parquet", "pairs", config={"stage": "quickstart"})
         kept, dropped = apply_filters(pairs)
-        train_pairs, test_pairs = split_by_problem(kept, test_fraction=0.1, seed=seed)
+        train_pairs, test_pairs = split_by_problem(kept, test_fraction=0.2, seed=seed)
         write_export(train_pairs, out / "export" / "train.step-dpo.jsonl", "step-dpo")
         write_export(test_pairs, out / "export" / "test.step-dpo.jsonl", "step-dpo")
         write_export(kept, out / "export" / "pairs.jsonl", "jsonl")

@@ -4,6 +4,8 @@ log-prob margin, sDPO swaps its reference model per stage, SFT data masks the pr
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from conftest import requires_train
@@ -143,3 +145,29 @@ def test_sft_a_few_steps_lower_the_loss(tiny_model_dir, tmp_path):
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 3 and losses[-1] < losses[0] * 0.8, losses
+
+
+def test_cli_train_with_lora_saves_a_merged_model_and_a_report(tiny_model_dir, tmp_path):
+    from click.testing import CliRunner
+    from transformers import AutoModelForCausalLM
+
+    from cli import main
+    from stepdata.io import write_table
+
+    pairs = _pairs("step-dpo", n=4)
+    path = tmp_path / "pairs.parquet"
+    write_table(pairs, path, "pairs")
+    out = tmp_path / "model"
+    result = CliRunner().invoke(main, ["train", "stepdpo", "--model", str(tiny_model_dir), "--data", str(path),
+                                       "--out", str(out), "--max-steps", "2", "--batch-size", "2", "--lora-r", "4",
+                                       "--lr", "1e-3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["method"] == "stepdpo" and report["data"]["rows_out"] == 4
+    assert not (out / "adapter_config.json").exists()  # merged: a plain model folder every backend loads
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    # a pairs table with none of the method's kind is a clear error, not an empty run
+    result = CliRunner().invoke(main, ["train", "scdpo", "--model", str(tiny_model_dir), "--data", str(path),
+                                       "--out", str(tmp_path / "m2"), "--max-steps", "1"])
+    assert result.exit_code != 0 and "no trainable pairs" in result.output

@@ -44,18 +44,19 @@ class StepSFTConfig(SFTConfig):
     template: str = field(default="step_by_step", metadata={"help": "Prompt template (name or path)."})
 
 
-def sft_example(tokenizer: Any, template: Any, question: str, solution: str) -> dict[str, list[int]]:
-    """``input_ids`` and ``completion_mask`` for one problem; EOS ends the solution."""
+def sft_example(tokenizer: Any, template: Any, question: str, solution: str) -> tuple[dict[str, list[int]], str]:
+    """``input_ids`` and ``completion_mask`` for one problem (EOS ends the solution), and how the
+    prompt/solution boundary tokenized ("exact" or "fixed")."""
     messages = template.render(question=question)
     prompt_text = render_prompt(tokenizer, GenerationRequest.chat("sft", messages))
     completion = solution
     if template.continues_assistant:
         completion = strip_partial_overlap(messages[-1]["content"], solution)
     prompt_ids = list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
-    completion_ids, _ = encode_continuation(tokenizer, prompt_text, prompt_ids, completion)
+    completion_ids, boundary = encode_continuation(tokenizer, prompt_text, prompt_ids, completion)
     completion_ids = completion_ids + [tokenizer.eos_token_id]
     return {"input_ids": prompt_ids + completion_ids,
-            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}
+            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}, boundary
 
 
 def sft_dataset(problems: pd.DataFrame, tokenizer: Any, template: str = "step_by_step") -> tuple[Dataset, DataReport]:
@@ -72,9 +73,16 @@ def sft_dataset(problems: pd.DataFrame, tokenizer: Any, template: str = "step_by
             continue
         answer = row.answer if isinstance(row.answer, str) else None
         try:
-            examples.append(sft_example(tokenizer, prompt, row.question, to_step_format(solution, answer)))
+            example, boundary = sft_example(tokenizer, prompt, row.question, to_step_format(solution, answer))
         except (BoundaryError, KeyError, ValueError) as exc:
             report.dropped.append({"pair_id": row.problem_id, "reason": f"bad_row: {exc}"})
+            continue
+        examples.append(example)
+        report.eos_added += 1
+        if boundary == "exact":
+            report.boundary_exact += 1
+        else:
+            report.boundary_fixed += 1
     report.rows_out = len(examples)
     if not examples:
         raise ValueError(f"no SFT examples: {report.rows_in} rows in, dropped by reason {report.dropped_by_reason}")
