@@ -858,9 +858,8 @@ def train_cmd(method: str, model: str, data: str, out: str, epochs: float | None
                  "max_length": max_length, "seed": seed}
     if method == "sft":
         overrides["template"] = template
-        source = data if Path(data).exists() else None
         try:
-            table = read_table(data, kind="problems") if source else load_problems(data, data_dir=data_dir)
+            table = _load_units(data, "problems", data_dir)  # a problems table, any problems file, or a set name
         except (ValueError, FileNotFoundError, BadRowError, SchemaError) as exc:
             raise click.ClickException(str(exc)) from None
     else:

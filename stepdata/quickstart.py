@@ -182,7 +182,9 @@ def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(
             summary["rectify"] = stats | {"wrong_rollouts_not_rectified": len(localized) - len(units)}
         with step("synthesize (stage 4)"):
             units, left = synthesis_units(rollouts=rollouts)
-            units = units.drop_duplicates("problem_id")  # one correct solution per problem keeps it short
+            first = units.drop_duplicates("problem_id")  # one correct solution per problem keeps it short
+            left["correct_but_not_first_of_problem"] = len(units) - len(first)  # counted, not silently dropped
+            units = first
             synth_config = SynthesizeConfig(rounds=config.synth_rounds, cuts=config.synth_cuts, seed=seed,
                                             dpo_pairs=True)
             scdpo, stats = run_synthesize(generator, units, problems, str(out / "pairs_scdpo.parquet"),

@@ -171,3 +171,19 @@ def test_cli_train_with_lora_saves_a_merged_model_and_a_report(tiny_model_dir, t
     result = CliRunner().invoke(main, ["train", "scdpo", "--model", str(tiny_model_dir), "--data", str(path),
                                        "--out", str(tmp_path / "m2"), "--max-steps", "1"])
     assert result.exit_code != 0 and "no trainable pairs" in result.output
+
+
+def test_cli_sft_reads_a_plain_problems_file(tiny_model_dir, tmp_path):
+    """`train sft --data` takes any problems file (here JSON lines), not only a stepdata Parquet table."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    path = tmp_path / "problems.jsonl"
+    rows = make_problems(4, seed=9, max_steps=3)[["question", "answer", "solution"]].to_dict("records")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "sft"
+    result = CliRunner().invoke(main, ["train", "sft", "--model", str(tiny_model_dir), "--data", str(path),
+                                       "--out", str(out), "--max-steps", "1", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "train_report.json").read_text())["data"]["rows_out"] == 4

@@ -111,7 +111,7 @@ class RectifyStage:
                 answer = self.problems.loc[row["problem_id"], "answer"]
                 checks += [(answer, extract_answer(c.text)) for c in result.completions]
         verdicts = iter(check_answers(checks, self.check))
-        for (row, request), result in zip(work, results):
+        for (row, _), result in zip(work, results):
             tokens = sum(c.completion_tokens or 0 for c in result.completions) if result.ok else 0
             with self._lock:
                 self.totals["completion_tokens"] += tokens
@@ -126,10 +126,10 @@ class RectifyStage:
                                                      candidates=len(row_verdicts), generated_tokens=tokens,
                                                      error=f"answer_check: {failed[0].status} ({failed[0].detail})")
                 continue
-            out[row["rollout_id"]] = self._pairs_for(row, request, result.completions, row_verdicts, tokens)
+            out[row["rollout_id"]] = self._pairs_for(row, result.completions, row_verdicts, tokens)
         return attempts_frame([out[r["rollout_id"]] for r in records])
 
-    def _pairs_for(self, row: dict[str, Any], request: GenerationRequest, completions: list[Any],
+    def _pairs_for(self, row: dict[str, Any], completions: list[Any],
                    verdicts: list[Any], tokens: int) -> dict[str, Any]:
         k = int(row["error_step"])
         steps = list(row["steps"])

@@ -111,7 +111,7 @@ class SynthesizeStage:
             cuts = sorted(rng.sample(cuts, self.config.cuts))
         return cuts
 
-    def _sampling(self, level: int, n: int, unit: str) -> SamplingConfig:
+    def _sampling(self, level: int, n: int) -> SamplingConfig:
         return SamplingConfig(n=n, temperature=self.config.temperature(level), top_p=self.config.top_p,
                               max_tokens=self.config.max_step_tokens, stop=(STEP_STOP,), seed=self.config.seed)
 
@@ -159,12 +159,12 @@ class SynthesizeStage:
                 for b in active:
                     groups.setdefault((b.unit, b.cut), []).append(b)
                 requests = [self._request(records[u], bs[0], 0) for (u, _), bs in groups.items()]
-                results = self.generator.generate(requests, self._sampling(0, self.config.rounds, ""), progress=False)
+                results = self.generator.generate(requests, self._sampling(0, self.config.rounds), progress=False)
                 for bs, result in zip(groups.values(), results):
                     self._extend(bs, result, errors, records, level)
             else:
                 requests = [self._request(records[b.unit], b, level) for b in active]
-                results = self.generator.generate(requests, self._sampling(level, 1, ""), progress=False)
+                results = self.generator.generate(requests, self._sampling(level, 1), progress=False)
                 for b, result in zip(active, results):
                     self._extend([b], result, errors, records, level)
             level += 1
