@@ -239,8 +239,10 @@ def generate_cmd(backend: str, model: str, base_url: str | None, question: str |
         stats = generator.last_stats
     click.echo(json.dumps({
         "prompt": result.prompt_text, "error": result.error,
-        "completions": [{"text": c.text, "finish_reason": c.finish_reason, "tokens": c.completion_tokens}
-                        for c in result.completions],
+        "completions": [{"text": c.text, "finish_reason": c.finish_reason, "stop_reason": c.stop_reason,
+                         "tokens": c.completion_tokens} for c in result.completions],
+        # the request's total (server usage over HTTP, where per-sample counts are null when n > 1)
+        "completion_tokens": result.completion_tokens_total,
         "stats": stats.as_dict() if stats else None,
     }, indent=2, ensure_ascii=False))
     if result.error:
@@ -312,12 +314,15 @@ def _load_units(source: str, kind: str, data_dir: str | None):
 @click.option("--top-p", type=float, default=0.95, show_default=True)
 @click.option("--max-tokens", type=int, default=512, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--last-number-fallback", is_flag=True,
+              help="Also read a solution's last number as its answer when it states none explicitly "
+                   "(off: only \\boxed{}, 'The answer is' and '#### N' count).")
 @click.option("--limit", type=int, help="Use only the first N problems.")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
 def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, tokenizer: str | None,
                engine_options: tuple[str, ...], out: str, batch_size: int, shard: str | None, overwrite: bool,
                allow_config_change: bool, template: str, n: int, temperature: float, top_p: float, max_tokens: int,
-               seed: int, limit: int | None, data_dir: str | None) -> None:
+               seed: int, last_number_fallback: bool, limit: int | None, data_dir: str | None) -> None:
     """Stage 1: sample N step-by-step solutions per problem of PROBLEMS and check their answers."""
     from stepdata.pipeline import (
         ConfigChanged,
@@ -330,7 +335,7 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
     try:
         units = _load_units(problems, "problems", data_dir)
         config = SampleConfig(template=template, n=n, temperature=temperature, top_p=top_p,
-                              max_tokens=max_tokens, seed=seed)
+                              max_tokens=max_tokens, seed=seed, last_number_fallback=last_number_fallback)
         config.sampling()
         shard_pair = parse_shard(shard)
     except (ValueError, FileNotFoundError, BadRowError) as exc:
@@ -360,29 +365,39 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
               show_default=True,
               help="rules: exact checks of every step's arithmetic (no model); exact: rules plus each step's value "
                    "against the gold steps (embedded problems, needs --problems); judge: an LLM judge with a majority "
-                   "vote; rules+judge: the judge only where rules find nothing; rollouts: Monte-Carlo continuations "
-                   "from each prefix with --model as the policy.")
+                   "vote; rules+judge: the judge only where rules find no false claim; rollouts: Monte-Carlo "
+                   "continuations from each prefix with --model as the policy.")
 @click.option("--rollouts", "rollouts_per_prefix", type=int, default=8, show_default=True,
               help="Continuations per probed prefix (rollouts method).")
+@click.option("--last-number-fallback", is_flag=True,
+              help="Rollouts method: also read a continuation's last number as its answer when it states none "
+                   "explicitly (off: only \\boxed{}, 'The answer is' and '#### N' count).")
+@click.option("--rules-tolerance", type=click.Choice(["written", "rounded"]), default="written", show_default=True,
+              help="Rules methods. written: a claim holds when exact or true to the decimals it writes "
+                   "(16 / 3 = 5 is false); rounded: an integer may also be a rounding (16 / 3 = 5 holds).")
 @click.option("--search", type=click.Choice(["binary", "linear"]), default="binary", show_default=True,
               help="Prefix search of the rollouts method.")
 @click.option("--problems", "problems_source", help="Problems table or data set (the judge needs the questions).")
 @click.option("--protocol", type=click.Choice(["processbench", "stepdpo"]), default="processbench", show_default=True)
 @click.option("--votes", type=int, default=5, show_default=True, help="Judge samples per solution (majority vote).")
 @click.option("--judge-max-tokens", type=int, default=1024, show_default=True)
+@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
+@click.option("--judge-top-p", type=float, default=0.95, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
 def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, overwrite: bool,
                  allow_config_change: bool, backend: str, model: str | None, base_url: str | None,
                  tokenizer: str | None, engine_options: tuple[str, ...], method: str, problems_source: str | None,
-                 protocol: str, votes: int, judge_max_tokens: int, data_dir: str | None, rollouts_per_prefix: int,
-                 search: str) -> None:
+                 protocol: str, votes: int, judge_max_tokens: int, judge_temperature: float, judge_top_p: float,
+                 data_dir: str | None, rollouts_per_prefix: int, search: str, last_number_fallback: bool,
+                 rules_tolerance: str) -> None:
     """Stage 2: find the first wrong step of every wrong rollout in ROLLOUTS."""
     import contextlib
 
+    from stepdata.answers import AnswerPolicy
     from stepdata.localize.judge import JudgeLocalizer
     from stepdata.localize.rollouts import RolloutLocalizer
     from stepdata.pipeline import ConfigChanged, StageRun, parse_shard
-    from stepdata.pipeline.localize import LocalizeStage, wrong_rollouts
+    from stepdata.pipeline.localize import LocalizeStage, describe_judge, wrong_rollouts
 
     needs_judge = "judge" in method
     needs_model = needs_judge or method == "rollouts"
@@ -398,24 +413,33 @@ def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, ov
         raise click.ClickException(str(exc)) from None
     units, left_out = wrong_rollouts(table)
     config = {"stage": "localize", "source": rollouts, "method": method}
+    if "rules" in method:
+        config |= {"rules_tolerance": rules_tolerance}
     if needs_judge:
         config |= {"judge_model": model, "backend": backend, "protocol": protocol, "votes": votes,
-                   "judge_max_tokens": judge_max_tokens}
+                   "judge_max_tokens": judge_max_tokens, "judge_temperature": judge_temperature,
+                   "judge_top_p": judge_top_p}
+    answer_policy = AnswerPolicy.with_options(last_number_fallback=last_number_fallback)
     if method == "rollouts":
-        config |= {"policy": model, "backend": backend, "rollouts": rollouts_per_prefix, "search": search}
+        config |= {"policy": model, "backend": backend, "rollouts": rollouts_per_prefix, "search": search,
+                   **answer_policy.describe()}
     run = StageRun("localize", out, "localized", config, key_column="rollout_id", batch_size=batch_size,
                    shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change)
     engine = _make_engine(backend, model, base_url, tokenizer, engine_options) if needs_model else contextlib.nullcontext()
     try:
         with engine as generator:
-            judge = JudgeLocalizer(generator, protocol, votes=votes, max_tokens=judge_max_tokens) if needs_judge else None
-            mc = RolloutLocalizer(generator, rollouts=rollouts_per_prefix, search=search) if method == "rollouts" else None
-            stage = LocalizeStage(method, judge=judge, problems=problems, rollouts=mc)
+            judge = (JudgeLocalizer(generator, protocol, votes=votes, max_tokens=judge_max_tokens,
+                                    temperature=judge_temperature, top_p=judge_top_p) if needs_judge else None)
+            mc = (RolloutLocalizer(generator, rollouts=rollouts_per_prefix, search=search, answer_policy=answer_policy)
+                  if method == "rollouts" else None)
+            stage = LocalizeStage(method, judge=judge, problems=problems, rollouts=mc, rules_tolerance=rules_tolerance)
             run.run(units, stage, lambda df: stage.stats(df) | {"left_out": left_out})
     except (ConfigChanged, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     stats = run.summary.stage_stats
-    click.echo(f"localized {stats['localized']} of {run.summary.rows} wrong rollouts ({stats['unknown']} unknown); "
+    judge_line = f"{describe_judge(stats)}; " if needs_judge else ""
+    click.echo(f"localized {stats['localized']} of {run.summary.rows} wrong rollouts (no error found "
+               f"{stats['no_error']}, unknown {stats['unknown']}, unfinished {stats['unfinished']}); {judge_line}"
                f"not localized: {left_out['correct']} correct, {left_out['unjudged_or_failed']} unjudged or failed; "
                f"wrote {run.summary.output}")
 
@@ -440,16 +464,20 @@ def _pair_stage_done(stats: dict, what: str) -> None:
 @click.option("--max-tokens", type=int, default=512, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-pairs-per-rollout", type=int, help="Keep at most this many distinct chosen steps per rollout.")
-@click.option("--max-pairs-per-problem", type=int, help="Keep at most this many pairs per problem.")
+@click.option("--max-pairs-per-problem", type=int, help="Keep at most this many pairs per problem (and pair kind).")
 @click.option("--verify", type=click.Choice(["mark", "drop", "none"]), default="mark", show_default=True,
               help="Check each chosen step (exact checker on embedded problems, arithmetic rules elsewhere): "
                    "mark records the verdict in chosen_verified; drop also drops (and counts) rejected ones.")
+@click.option("--last-number-fallback", is_flag=True,
+              help="Also read a solution's last number as its answer when it states none explicitly "
+                   "(off: only \\boxed{}, 'The answer is' and '#### N' count).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
 def rectify_cmd(localized: str, backend: str, model: str, base_url: str | None, tokenizer: str | None,
                 engine_options: tuple[str, ...], out: str, batch_size: int, shard: str | None, overwrite: bool,
                 allow_config_change: bool, problems_source: str, template: str, n: int, temperature: float,
                 top_p: float, max_tokens: int, seed: int, max_pairs_per_rollout: int | None,
-                max_pairs_per_problem: int | None, verify: str, data_dir: str | None) -> None:
+                max_pairs_per_problem: int | None, verify: str, last_number_fallback: bool,
+                data_dir: str | None) -> None:
     """Stage 3: continue every localized wrong rollout from its correct prefix with the same policy
     and pair the right continuations' first step with the wrong step (Step-DPO pairs)."""
     from stepdata.pipeline import ConfigChanged, parse_shard
@@ -459,7 +487,8 @@ def rectify_cmd(localized: str, backend: str, model: str, base_url: str | None, 
         table = read_table(localized, kind="localized")
         problems = _load_units(problems_source, "problems", data_dir)
         config = RectifyConfig(template=template, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                               seed=seed, max_pairs_per_rollout=max_pairs_per_rollout, verify=verify)
+                               seed=seed, max_pairs_per_rollout=max_pairs_per_rollout, verify=verify,
+                               last_number_fallback=last_number_fallback)
         config.sampling()
         shard_pair = parse_shard(shard)
     except (SchemaError, ValueError, FileNotFoundError, BadRowError) as exc:
@@ -489,15 +518,19 @@ def rectify_cmd(localized: str, backend: str, model: str, base_url: str | None, 
 @click.option("--max-step-tokens", type=int, default=160, show_default=True, help="Longest generated step.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-pairs-per-problem", type=int, default=2, show_default=True,
-              help="SCDPO kept 2 for GSM8K-like data, 3 for MATH-like data.")
+              help="Per problem and pair kind (DPO pairs have their own cap): SCDPO kept 2 for GSM8K-like data, "
+                   "3 for MATH-like data.")
 @click.option("--dpo-pairs", is_flag=True, help="Also add whole-solution DPO pairs (correct vs wrong rollout).")
+@click.option("--last-number-fallback", is_flag=True,
+              help="Also read a solution's last number as its answer when it states none explicitly "
+                   "(off: only \\boxed{}, 'The answer is' and '#### N' count).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
 def synthesize_cmd(source: str, backend: str, model: str, base_url: str | None, tokenizer: str | None,
                    engine_options: tuple[str, ...], out: str, batch_size: int, shard: str | None, overwrite: bool,
                    allow_config_change: bool, problems_source: str | None, template: str, rounds: int,
                    cuts: int | None, include_last_step: bool, schedule: str | None, top_p: float,
                    max_step_tokens: int, seed: int, max_pairs_per_problem: int, dpo_pairs: bool,
-                   data_dir: str | None) -> None:
+                   last_number_fallback: bool, data_dir: str | None) -> None:
     """Stage 4: step-controlled negatives from the correct rollouts in SOURCE (or from the reference
     solutions of a problems table): continue from step k at a rising temperature until the answer is wrong."""
     from stepdata.pipeline import ConfigChanged, parse_shard
@@ -520,7 +553,7 @@ def synthesize_cmd(source: str, backend: str, model: str, base_url: str | None, 
         temperatures = tuple(float(t) for t in schedule.split(",")) if schedule else ()
         config = SynthesizeConfig(template=template, rounds=rounds, cuts=cuts, include_last_step=include_last_step,
                                   schedule=temperatures, top_p=top_p, max_step_tokens=max_step_tokens, seed=seed,
-                                  dpo_pairs=dpo_pairs)
+                                  dpo_pairs=dpo_pairs, last_number_fallback=last_number_fallback)
         shard_pair = parse_shard(shard)
     except (SchemaError, ValueError, FileNotFoundError, BadRowError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -546,6 +579,10 @@ def bench_group() -> None:
 @click.option("--protocol", type=click.Choice(["processbench", "stepdpo"]), default="processbench", show_default=True)
 @click.option("--votes", type=int, default=5, show_default=True)
 @click.option("--judge-max-tokens", type=int, default=1024, show_default=True)
+@click.option("--judge-temperature", type=float, default=0.7, show_default=True)
+@click.option("--judge-top-p", type=float, default=0.95, show_default=True)
+@click.option("--rules-tolerance", type=click.Choice(["written", "rounded"]), default="written", show_default=True,
+              help="Precision of the rules' arithmetic checks (see localize --rules-tolerance).")
 @click.option("--subset", "subsets", multiple=True, type=click.Choice(["gsm8k", "math"]), default=("gsm8k", "math"),
               show_default=True)
 @click.option("--limit", type=int, help="Score only the first N samples of each subset.")
@@ -553,10 +590,12 @@ def bench_group() -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write results and predictions here.")
 def bench_processbench_cmd(backend: str, model: str | None, base_url: str | None, tokenizer: str | None,
                            engine_options: tuple[str, ...], localizer: str, protocol: str, votes: int,
-                           judge_max_tokens: int, subsets: tuple[str, ...], limit: int | None, data_dir: str | None,
+                           judge_max_tokens: int, judge_temperature: float, judge_top_p: float, rules_tolerance: str,
+                           subsets: tuple[str, ...], limit: int | None, data_dir: str | None,
                            json_out: str | None) -> None:
     """Score a localizer in ProcessBench's protocol (accuracy on erroneous / correct samples, F1, cost)."""
     import contextlib
+    import functools
 
     from stepdata.bench.processbench import (
         HEADER,
@@ -572,10 +611,11 @@ def bench_processbench_cmd(backend: str, model: str | None, base_url: str | None
               else contextlib.nullcontext())
     report = []
     with engine as generator:
-        chosen = rules_localizer
+        chosen = functools.partial(rules_localizer, tolerance=rules_tolerance)
         if generator is not None:
-            judge = JudgeLocalizer(generator, protocol, votes=votes, max_tokens=judge_max_tokens)
-            chosen = judge_localizer(judge, fallback_rules=localizer == "rules+judge")
+            judge = JudgeLocalizer(generator, protocol, votes=votes, max_tokens=judge_max_tokens,
+                                   temperature=judge_temperature, top_p=judge_top_p)
+            chosen = judge_localizer(judge, fallback_rules=localizer == "rules+judge", tolerance=rules_tolerance)
         lines = []
         for subset in subsets:
             predictions: list[dict] = []
@@ -589,6 +629,10 @@ def bench_processbench_cmd(backend: str, model: str | None, base_url: str | None
     click.echo(HEADER)
     for line in lines:
         click.echo(line)
+    for result in report:
+        if result["no_verdict"]:
+            click.echo(f"{result['subset']}: {result['no_verdict']} of {result['samples']} samples got no readable "
+                       f"verdict (scored wrong on both subsets)")
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=1))
 
@@ -652,11 +696,13 @@ def _read_pairs(path: str):
 @click.option("--ngram", type=click.IntRange(1), default=3, show_default=True, help="n of the n-gram Jaccard.")
 @click.option("--max-chars", type=click.IntRange(1), help="Drop pairs whose chosen or rejected is longer (characters).")
 @click.option("--max-tokens", type=click.IntRange(1), help="Drop pairs whose chosen or rejected is longer (tokens of --model).")
+@click.option("--keep-unverified", is_flag=True,
+              help="Keep pairs whose chosen side failed its check (chosen_verified False); left out by default.")
 @click.option("--with-column", "extra_columns", multiple=True, metavar="COLUMN",
               help="Carry a pairs column into trl / step-dpo output, e.g. --with-column chosen_ends_solution.")
 def export_cmd(pairs: str, out: str, fmt: str, model: str | None, test_fraction: float, seed: int, dedup: bool,
                near_dup_threshold: float | None, ngram: int, max_chars: int | None, max_tokens: int | None,
-               extra_columns: tuple[str, ...]) -> None:
+               extra_columns: tuple[str, ...], keep_unverified: bool) -> None:
     """Filter the pairs table PAIRS, optionally split it by problem, and write it for training.
 
     Every removed row is written, with the filter and the reason, to OUT.dropped.*.
@@ -687,7 +733,7 @@ def export_cmd(pairs: str, out: str, fmt: str, model: str | None, test_fraction:
     df = _read_pairs(pairs)
     tokenizer = _load_tokenizer(model) if model else None
     filters = FilterConfig(max_chars=max_chars, max_tokens=max_tokens, dedup=dedup,
-                           near_dup_threshold=near_dup_threshold, ngram=ngram)
+                           near_dup_threshold=near_dup_threshold, ngram=ngram, keep_unverified=keep_unverified)
     config = {"command": "export", "source": pairs, "format": fmt, "model": model, "test_fraction": test_fraction,
               "seed": seed, "extra_columns": list(extra_columns), **dataclasses.asdict(filters)}
     kept, dropped = apply_filters(df, filters, tokenizer=tokenizer)
@@ -771,13 +817,16 @@ def stats_cmd(pairs: str, dropped_path: str | None, json_out: str | None) -> Non
 @click.option("--top-p", type=float, default=0.95, show_default=True)
 @click.option("--max-tokens", type=int, default=512, show_default=True)
 @click.option("--sampling-seed", type=int, default=0, show_default=True)
+@click.option("--last-number-fallback", is_flag=True,
+              help="Also read a solution's last number as its answer when it states none explicitly "
+                   "(off: only \\boxed{}, 'The answer is' and '#### N' count).")
 @click.option("--batch-size", type=int, help="Problems per engine call (default: all at once).")
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Folder for eval.json and per-model rows (Parquet).")
 def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, data_dir: str | None,
              columns: tuple[str, ...], seed: int, n_problems: int, min_steps: int, max_steps: int, backend: str,
              base_url: str | None, tokenizer: str | None, engine_options: tuple[str, ...], template: str, n: int,
-             temperature: float, top_p: float, max_tokens: int, sampling_seed: int, batch_size: int | None,
-             out: str | None) -> None:
+             temperature: float, top_p: float, max_tokens: int, sampling_seed: int, last_number_fallback: bool,
+             batch_size: int | None, out: str | None) -> None:
     """Score each --model on the same problems (greedy by default) and print one row per model."""
     from stepdata.evaluate import (
         evaluate_model,
@@ -805,13 +854,14 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
     for model in models:
         click.echo(f"evaluating {model} on {len(problems)} problems of {label} ...", err=True)
         results.append(evaluate_model(model, problems, backend=backend, template=template, sampling=sampling,
-                                      data=label, batch_size=batch_size,
+                                      data=label, batch_size=batch_size, last_number_fallback=last_number_fallback,
                                       make_engine=lambda m: _make_engine(backend, m, base_url, tokenizer, engine_options)))
     click.echo(format_table(results))
     if out:
         config = {"command": "eval", "models": list(models), "data": data, "split": split, "limit": limit,
                   "seed": seed, "n_problems": n_problems, "min_steps": min_steps, "max_steps": max_steps,
-                  "backend": backend, "template": template, "sampling": sampling.as_record()}
+                  "backend": backend, "template": template, "sampling": sampling.as_record(),
+                  "last_number_fallback": last_number_fallback}
         click.echo(f"wrote {write_results(results, out, config)}")
     if any(r.judged == 0 and r.samples for r in results):
         raise SystemExit(1)
@@ -835,6 +885,8 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
               help="EOS after chosen/rejected: auto = only where the side ends its solution.")
 @click.option("--boundary", type=click.Choice(["fix", "drop", "error"]),
               help="A token split at the prompt/step boundary: re-encode (verified), drop the row, or stop.")
+@click.option("--keep-unverified", is_flag=True,
+              help="Also train on pairs whose chosen side failed its check (chosen_verified False).")
 @click.option("--stages", type=int, default=1, show_default=True, help="sDPO: train in this many stages.")
 @click.option("--rollouts", type=click.Path(exists=True, dir_okay=False),
               help="sDPO: rollouts table whose per-problem accuracy orders the stages (easiest first).")
@@ -847,7 +899,7 @@ def train_cmd(method: str, model: str, data: str, out: str, epochs: float | None
               learning_rate: float | None, beta: float | None, batch_size: int | None, grad_accum: int | None,
               max_length: int | None, kinds: str | None, eos_policy: str | None, boundary: str | None, stages: int,
               rollouts: str | None, lora_r: int | None, template: str | None, data_dir: str | None,
-              seed: int | None) -> None:
+              seed: int | None, keep_unverified: bool) -> None:
     """Train MODEL with METHOD (sft warm-up, stepdpo, scdpo or dpo) and save it to OUT."""
     try:
         from trainers.train import train
@@ -866,7 +918,7 @@ def train_cmd(method: str, model: str, data: str, out: str, epochs: float | None
         if not Path(data).exists():
             raise click.ClickException(f"pairs table {data} does not exist")
         table = data
-        overrides.update(beta=beta, eos_policy=eos_policy, boundary=boundary,
+        overrides.update(beta=beta, eos_policy=eos_policy, boundary=boundary, keep_unverified=keep_unverified or None,
                          kinds=tuple(k.strip() for k in kinds.split(",")) if kinds else None)
     try:
         record = train(method, model, table, out, stages=stages, rollouts=rollouts, lora_r=lora_r, **overrides)
@@ -908,6 +960,7 @@ def quickstart_cmd(out: str, backend: str, n_problems: int, samples: int, sft_st
     before = summary.get("eval_base", {}).get("accuracy")
     click.echo(f"held-out accuracy: {'n/a' if before is None else f'{before:.1%}'} as shipped, "
                f"{summary['eval_heldout']['accuracy']:.1%} after the SFT warm-up")
+    click.echo(f"rollouts: {summary['rollouts']}")
     click.echo(f"pairs: {pairs['total']} {pairs['by_kind']}; after filters {pairs['after_filters']} "
                f"(train {pairs['train']}, test {pairs['test']})")
     click.echo(f"chosen steps confirmed by the exact checker: {confirmed['confirmed']} of {confirmed['of']} ({share})")

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from stepdata.answers import (
     AnswerCheckConfig,
+    AnswerPolicy,
     Verdict,
     answers_match,
     check_answer,
@@ -22,6 +23,7 @@ from stepdata.steps import join_steps, split_steps, step_body
 
 __all__ = [
     "AnswerCheckConfig",
+    "AnswerPolicy",
     "BadRowError",
     "PromptTemplate",
     "SchemaError",

@@ -195,6 +195,7 @@ def evaluate_model(
     make_engine: Callable[[str], Generator] | None = None,
     answer_timeout: float = 5.0,
     batch_size: int | None = None,
+    last_number_fallback: bool = False,
 ) -> EvalResult:
     """Score ``model`` (a model folder or served name, or a ready :class:`Generator`) on ``problems``.
 
@@ -203,7 +204,9 @@ def evaluate_model(
     default (n=1, temperature 0); with ``sampling.n > 1`` accuracy is the
     mean over samples, and pass@n and maj@n are reported too. ``batch_size``
     problems go to the engine at a time (all at once by default: best for vLLM); a
-    batch that raises becomes error rows and the next batch goes on.
+    batch that raises becomes error rows and the next batch goes on. Answers are read and
+    judged by stage 1's answer policy: a sample cut at ``max_tokens`` is never correct, and
+    an answer counts only when stated explicitly unless ``last_number_fallback``.
     """
     from stepdata.pipeline.sample import SampleConfig, SampleStage
 
@@ -211,7 +214,8 @@ def evaluate_model(
         raise ValueError("problem ids must be unique")
     problems = problems.reset_index(drop=True)
     config = SampleConfig(template=template, n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                          max_tokens=sampling.max_tokens, seed=sampling.seed, answer_timeout=answer_timeout)
+                          max_tokens=sampling.max_tokens, seed=sampling.seed, answer_timeout=answer_timeout,
+                          last_number_fallback=last_number_fallback)
     start = time.perf_counter()
     owned = isinstance(model, str)
     label = model if owned else model.model

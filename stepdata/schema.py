@@ -12,6 +12,8 @@ Conventions: steps are indexed from 0 in data (ProcessBench's convention,
 
 from __future__ import annotations
 
+import math
+
 import pyarrow as pa
 
 SCHEMA_VERSION = 2
@@ -65,10 +67,17 @@ ROLLOUTS = pa.schema(
     ]
 )
 
+# What a localizer concluded about a wrong rollout, beside its error_step:
+# "error" (error_step >= 0), "no_error" (-1: no error found), "unknown" (null: the
+# method could not tell) and "unfinished" (null: the solution stops before it is
+# complete or was cut at max_tokens, and no error was found in the steps it has).
+LOCALIZE_STATUSES = ("error", "no_error", "unknown", "unfinished")
+
 LOCALIZED = pa.schema(
     list(ROLLOUTS)
     + [
-        pa.field("error_step", pa.int64()),  # 0-based; -1 = no error; null = unknown
+        pa.field("error_step", pa.int64()),  # 0-based; -1 = no error; null = unknown or unfinished
+        pa.field("status", pa.string()),  # one of LOCALIZE_STATUSES (see there)
         pa.field("method", pa.string()),
         pa.field("votes", pa.list_(pa.int64())),
         pa.field("confidence", pa.float64()),
@@ -124,6 +133,7 @@ ATTEMPTS = pa.schema(
         pa.field("accepted", pa.int64()),  # continuations that qualified
         pa.field("pairs", pa.string()),  # JSON list of pairs-table rows
         pa.field("generated_tokens", pa.int64()),
+        pa.field("unfinished", pa.int64()),  # continuations cut at max_tokens (never a chosen side)
         pa.field("error", pa.string()),  # a failure to retry on resume (generation, answer check)
     ]
 )
@@ -139,7 +149,18 @@ SCHEMAS: dict[str, pa.Schema] = {
 # Values a column may take, checked row by row at write time.
 ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pairs", "kind"): PAIR_KINDS,
+    ("localized", "status"): LOCALIZE_STATUSES,
 }
+
+
+def status_of_error_step(error_step: object) -> str:
+    """The status a localized row's ``error_step`` implies, for tables written before ``status`` existed.
+
+    Such tables never told "unfinished" from "unknown"; a null step reads as unknown.
+    """
+    if error_step is None or (isinstance(error_step, float) and math.isnan(error_step)):  # NaN: pandas' null
+        return "unknown"
+    return "no_error" if int(error_step) == -1 else "error"  # type: ignore[call-overload]
 
 
 def schema_for(kind: str) -> pa.Schema:

@@ -7,6 +7,15 @@ deterministic, so a test can check that every sample arrived exactly once.
 Faults: "429", "500", "400" (permanent), "slow" (sleeps past the client's
 time-out), "drop" (closes the socket without a reply), "malformed" (HTTP 200
 with broken JSON), "nochoices" (valid JSON without choices), "ok".
+
+How a reply ends can be made to look like a real engine's: ``emulate_stops``
+applies the request's ``stop`` strings and ``max_tokens`` (a word counts as a
+token), and ``send_stop_reason`` adds vLLM's ``stop_reason`` field to every
+choice (the stop string that fired, a stop token id, or null when the model
+ended or was cut at max_tokens), as ``vllm serve`` does. A ``reply_body`` may also
+return a dict with ``text``, ``finish_reason`` and ``stop_reason`` to script a
+choice exactly. ``usage`` is per request, ``tokens_per_choice`` times the number
+of choices, like a real server's total over all choices.
 """
 
 from __future__ import annotations
@@ -21,14 +30,18 @@ from typing import Any
 
 class FaultyOpenAIServer:
     def __init__(self, script: dict[str, list[str]] | None = None, ignore_n: bool = False, slow_seconds: float = 3.0,
-                 reply_text: Any = None, reply_body: Any = None):
+                 reply_text: Any = None, reply_body: Any = None, emulate_stops: bool = False,
+                 send_stop_reason: bool = False, tokens_per_choice: int = 5):
         self.script = script or {}
         self.reply_text = reply_text  # optional (key, seed, index) -> text
-        self.reply_body = reply_body  # optional (request body, index) -> text: scripted model replies
+        self.reply_body = reply_body  # optional (request body, index) -> text or choice dict: scripted model replies
+        self.emulate_stops = emulate_stops
+        self.send_stop_reason = send_stop_reason
+        self.tokens_per_choice = tokens_per_choice
         self.ignore_n = ignore_n
         self.slow_seconds = slow_seconds
         self.attempts: dict[str, int] = defaultdict(int)
-        self.served: list[dict[str, Any]] = []  # successful replies: key, n, seed
+        self.served: list[dict[str, Any]] = []  # successful replies: key, n, seed, completion_tokens (usage)
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -84,7 +97,8 @@ class FaultyOpenAIServer:
                     return self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m"})
                 reply = self._reply(body, key, chat)
                 with server.lock:
-                    server.served.append({"key": key, "n": len(reply["choices"]), "seed": body.get("seed")})
+                    server.served.append({"key": key, "n": len(reply["choices"]), "seed": body.get("seed"),
+                                          "completion_tokens": reply["usage"]["completion_tokens"]})
                 self._send(200, reply)
 
             def _reply(self, body: dict, key: str, chat: bool) -> dict:
@@ -98,13 +112,22 @@ class FaultyOpenAIServer:
                         text = server.reply_text(key, seed, i)
                     else:
                         text = f"{key}|seed={seed}|i={i}"
-                    choice = {"index": i, "finish_reason": "stop", "logprobs": None}
+                    if isinstance(text, dict):  # a scripted ending
+                        text, finish_reason, stop_reason = text["text"], text["finish_reason"], text.get("stop_reason")
+                    elif server.emulate_stops:
+                        text, finish_reason, stop_reason = end_like_an_engine(text, body)
+                    else:
+                        finish_reason, stop_reason = "stop", None
+                    choice = {"index": i, "finish_reason": finish_reason, "logprobs": None}
+                    if server.send_stop_reason:
+                        choice["stop_reason"] = stop_reason  # null included, as vLLM's server sends it
                     choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
                     choices.append(choice)
+                tokens = server.tokens_per_choice * n
                 return {
                     "id": "cmpl-test", "object": "chat.completion" if chat else "text_completion", "created": 0,
                     "model": body["model"], "choices": choices,
-                    "usage": {"prompt_tokens": 11, "completion_tokens": 5 * n, "total_tokens": 11 + 5 * n},
+                    "usage": {"prompt_tokens": 11, "completion_tokens": tokens, "total_tokens": 11 + tokens},
                 }
 
             def _send(self, status: int, payload: dict) -> None:
@@ -116,3 +139,27 @@ class FaultyOpenAIServer:
                 self.wfile.write(raw)
 
         return Handler
+
+
+def end_like_an_engine(text: str, body: dict) -> tuple[str, str, str | None]:
+    """The reply as an engine would end it: (text, finish_reason, stop_reason).
+
+    Words stand for tokens. The stop string that completes first ends the text (cut
+    before it) unless ``max_tokens`` words come first; ``stop_reason`` is that stop
+    string, or None when the text ended by itself or was cut for length.
+    """
+    stops = body.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else list(stops)
+    hit: tuple[int, str] | None = None
+    for stop in stops:
+        start = text.find(stop)
+        if start >= 0 and (hit is None or start + len(stop) < hit[0] + len(hit[1])):
+            hit = (start, stop)
+    words = text.split(" ")
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    capped = " ".join(words[:limit]) if limit and len(words) > limit else None
+    if hit is not None and (capped is None or hit[0] + len(hit[1]) <= len(capped)):
+        return text[: hit[0]], "stop", hit[1]
+    if capped is not None:
+        return capped, "length", None
+    return text, "stop", None

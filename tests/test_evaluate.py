@@ -68,9 +68,9 @@ def test_correct_and_wrong_are_counted_and_errors_never_count_as_correct():
 
 
 def test_a_timed_out_answer_check_is_an_error_not_a_verdict(monkeypatch):
-    from stepdata.pipeline import sample
+    from stepdata.answers import policy
 
-    monkeypatch.setattr(sample, "check_answers",
+    monkeypatch.setattr(policy, "check_answers",
                         lambda pairs, config: [Verdict(False, "timeout", "math-verify", "5s") for _ in pairs])
     result = evaluate_model(Scripted(), problems(("a", "What is 2 + 2?", "4")))
     assert result.rows["error"].iloc[0].startswith("answer_check: timeout")

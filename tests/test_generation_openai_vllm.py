@@ -92,6 +92,24 @@ def test_completions_endpoint_with_client_side_template_is_exact(server, smollm2
     assert len(tokenizer(rest.prompt_text, add_special_tokens=False).input_ids) == rest.prompt_tokens
 
 
+def test_stop_reason_and_usage_from_the_server(server):
+    """vLLM's server names the stop string (or null for the end of turn) in each choice's stop_reason field,
+    and reports completion tokens per request: with n > 1 the per-choice counts are unknown."""
+    generator = OpenAIGenerator("smollm2", base_url=server)
+    counted = generator.generate([chat("s", "Count from 1 to 20, one number per line.")],
+                                 SamplingConfig(n=2, temperature=0.7, max_tokens=64, stop=("\n",), seed=0))[0]
+    assert counted.ok and any(c.stop_reason == "\n" for c in counted.completions)
+    assert all(c.stop_reason in ("\n", "eos", "length") for c in counted.completions)
+    assert all(c.completion_tokens is None for c in counted.completions)
+    assert counted.usage_completion_tokens and counted.completion_tokens_total == counted.usage_completion_tokens
+    assert generator.last_stats.completion_tokens == counted.usage_completion_tokens
+    ended = generator.generate([chat("e", "What is 2 + 3? Reply with the number only.")],
+                               SamplingConfig(n=4, temperature=0.7, max_tokens=96, seed=0))[0]
+    assert any(c.stop_reason == "eos" for c in ended.completions), [c.text for c in ended.completions]
+    cut = generator.generate([GenerationRequest.raw("l", "Once upon a time")], SamplingConfig(max_tokens=3, seed=0))[0]
+    assert cut.completions[0].stop_reason == "length" and cut.usage_completion_tokens == 3
+
+
 def test_raw_prompt_on_the_server(server):
     generator = OpenAIGenerator("smollm2", base_url=server)
     result = generator.generate([GenerationRequest.raw("r", "1, 2, 3, 4,")], SamplingConfig(max_tokens=6, seed=0))[0]

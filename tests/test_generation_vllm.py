@@ -33,6 +33,30 @@ def test_stop_strings(llm):
     assert any(c.finish_reason == "stop" for c in result.completions)
 
 
+def test_stop_reason_names_the_stop_string_eos_or_length(llm):
+    """vLLM reports a stop string as given, the end of turn as "eos" and a cut at max_tokens as "length"."""
+    stops = ("\n", "never appears")
+    counted = llm.generate([chat("s", "Count from 1 to 20, one number per line.")],
+                           SamplingConfig(n=2, temperature=0.7, max_tokens=64, stop=stops, seed=0))[0]
+    assert any(c.stop_reason == "\n" for c in counted.completions)
+    for completion in counted.completions:  # a sample may also end its turn before any newline
+        assert completion.stop_reason in {"length": ("length",), "stop": ("\n", "eos")}[completion.finish_reason]
+    ended = llm.generate([chat("e", "What is 2 + 3? Reply with the number only.")],
+                         SamplingConfig(n=4, temperature=0.7, max_tokens=96, seed=0))[0]
+    assert any(c.stop_reason == "eos" for c in ended.completions), [c.text for c in ended.completions]
+    for completion in ended.completions:
+        assert completion.stop_reason == {"length": "length", "stop": "eos"}[completion.finish_reason]
+    cut = llm.generate([chat("l", "Write a long story about a marble.")], SamplingConfig(max_tokens=3, seed=0))[0]
+    assert (cut.completions[0].finish_reason, cut.completions[0].stop_reason) == ("length", "length")
+
+
+def test_request_token_totals(llm):
+    result = llm.generate([chat("t", "What is 7 + 5?")], SamplingConfig(n=3, max_tokens=16, seed=0))[0]
+    assert result.usage_completion_tokens == sum(len(c.token_ids) for c in result.completions)
+    assert result.completion_tokens_total == result.usage_completion_tokens == llm.last_stats.completion_tokens
+    assert result.total_tokens == result.prompt_tokens + result.usage_completion_tokens
+
+
 def test_prefix_continuation_is_exact(llm):
     assert continuation_is_exact(llm, "Ada has 12 marbles and buys 5 more. How many does she have?") > 0
 

@@ -120,7 +120,7 @@ def test_reading_the_wrong_kind_fails(tmp_path):
 
 def test_localized_table_extends_rollouts(tmp_path):
     row = rollout_row(correct=False) | {
-        "error_step": 0, "method": "rules", "votes": [0, 0, 1], "confidence": 0.67,
+        "error_step": 0, "status": "error", "method": "rules", "votes": [0, 0, 1], "confidence": 0.67,
         "rationale": "2 + 2 = 5 is false", "localizer_calls": 0, "localizer_tokens": 0,
     }
     path = write_table(pd.DataFrame([row]), tmp_path / "l.parquet", "localized")

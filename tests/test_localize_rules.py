@@ -44,6 +44,43 @@ def test_claims(step, expected):
     assert [c.holds for c in claims_in(step)] == expected
 
 
+@pytest.mark.parametrize(
+    "step, written, rounded",
+    [
+        ("Janet has 16 / 3 = 5 eggs", [False], [True]),  # an integer written for 5.33...: false unless rounding
+        ("10 / 3 = 3 liters", [False], [True]),
+        ("16 / 3 = 5.33", [True], [True]),  # true to the two decimals it writes
+        ("16 / 3 = 5.3", [True], [True]),
+        ("16 / 3 = 5.34", [False], [False]),
+        ("10 / 4 = 2.5", [True], [True]),  # exact
+        ("16 / 3 = 6", [False], [False]),  # not even a rounding
+        ("7 * 3 = 21", [True], [True]),
+        ("<<16/3=5>>", [False], [True]),
+    ],
+)
+def test_claims_hold_only_to_the_precision_they_write(step, written, rounded):
+    assert [c.holds for c in claims_in(step)] == written
+    assert [c.holds for c in claims_in(step, tolerance="written")] == written
+    assert [c.holds for c in claims_in(step, tolerance="rounded")] == rounded
+
+
+def test_a_rounded_chosen_step_is_not_verified():
+    from stepdata.localize.exact import verify_step
+
+    assert verify_step("Each bottle holds 10 / 3 = 3 liters.", 0) is False
+    assert localize_by_rules(["We share.\n", "Each gets 16 / 3 = 5 eggs.\n"]).error_step == 1
+    assert localize_by_rules(["We share.\n", "Each gets 16 / 3 = 5 eggs.\n"], tolerance="rounded").error_step == -1
+    with pytest.raises(ValueError, match="tolerance"):
+        claims_in("1 + 1 = 2", tolerance="loose")
+
+
+def test_no_false_claim_is_a_prediction_of_minus_one_on_processbench():
+    from stepdata.localize.judge import JudgeItem
+
+    items = [JudgeItem("a", "q", ["2 + 2 = 4.\n", "So 4."]), JudgeItem("b", "q", ["2 + 2 = 5.\n"])]
+    assert [predicted for predicted, _ in rules_localizer(items)] == [-1, 0]
+
+
 def corrupt(step: str, value: int) -> str:
     """Change the stated result of a step's claim (the number right after '= ')."""
     return step.replace(f"= {value} ", f"= {value + random.Random(value).choice([1, 2, 10])} ", 1)
@@ -54,7 +91,7 @@ def test_exact_on_embedded_problems():
     for row in make_problems(300, seed=21).itertuples():
         steps = split_steps(row.solution)
         values = [s["value"] for s in json.loads(row.meta)["steps"]]
-        assert localize_by_rules(steps).error_step is None
+        assert localize_by_rules(steps).error_step == -1  # no false claim: "no error found"
         k = rng.randrange(len(steps))
         wrong = steps[:k] + [corrupt(steps[k], values[k])] + steps[k + 1 :]
         assert wrong[k] != steps[k]
@@ -63,8 +100,8 @@ def test_exact_on_embedded_problems():
 
 
 def test_bad_steps_are_outcomes_not_crashes():
-    assert localize_by_rules([]).error_step is None
-    assert localize_by_rules(["The answer is 4."]).error_step is None
+    assert localize_by_rules([]).error_step is None  # nothing to check
+    assert localize_by_rules(["The answer is 4."]).error_step == -1  # nothing false
     start = time.monotonic()
     huge = "1" * 100_000 + " + 1 = 2 " + "(" * 50_000 + "= 3"
     assert localize_by_rules([huge, "2 * 3 = 7"]).error_step == 1

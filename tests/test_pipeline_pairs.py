@@ -82,7 +82,7 @@ def localized_rows() -> pd.DataFrame:
         gold = gold_steps(p)
         k = 1
         steps = gold[:k] + [_wrong(g, meta["steps"][j]["value"]) for j, g in enumerate(gold[k:], start=k)]
-        error_step, _ = exact_first_error(steps, p.meta)
+        error_step = exact_first_error(steps, p.meta).error_step
         assert error_step == k
         rows.append({"rollout_id": f"{p.problem_id}:0", "problem_id": p.problem_id, "completion": join_steps(steps),
                      "steps": steps, "error_step": error_step, "method": "exact", "correct": False, "error": None})

@@ -41,6 +41,11 @@ def check_quickstart_output(out: Path) -> dict:
     assert (out / "report.html").read_text().count("class=\"sd-pair\"") == len(pairs)
     assert (out / "export" / "train.step-dpo.jsonl").exists()
     assert summary["chosen_confirmed_by_exact_checker"]["of"] > 0
+    # every rollout is counted once by its label, unfinished ones included
+    counts = summary["rollouts"]
+    assert sum(counts[k] for k in ("correct", "wrong", "no_answer", "unfinished", "errors")) == counts["total"]
+    assert counts["total"] == len(read_table(out / "rollouts.parquet", kind="rollouts"))
+    assert summary["pairs"]["by_kind"] == pairs["kind"].value_counts().to_dict()
     # the SFT warm-up makes SmolLM2 useful: it solves held-out problems it did not solve as shipped
     assert summary["eval_heldout"]["accuracy"] > summary["eval_base"]["accuracy"] + 0.1
     return summary

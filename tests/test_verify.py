@@ -74,9 +74,9 @@ def test_gold_first_asymmetry_is_preserved():
 
 def test_missing_answers_are_verdicts_not_errors():
     assert check_answer("5", None).status == "no_answer"
-    assert check_answer(None, "5").status == "unparseable"
+    assert check_answer(None, "5").status == "bad_gold"
     assert check_answer("5", "   ").status == "no_answer"
-    assert check_answer(float("nan"), "5").status == "unparseable"  # pandas' missing value is missing
+    assert check_answer(float("nan"), "5").status == "bad_gold"  # pandas' missing value is missing
     assert check_answer("5", float("nan")).status == "no_answer"
     assert check_answer("5", "unparseable %%% text", FAST).match is False
 

@@ -45,6 +45,11 @@ class StepDPOConfig(DPOConfig):
         default="fix",
         metadata={"help": "A token split at the prompt/step boundary: fix (re-encode, verified), drop, or error."},
     )
+    keep_unverified: bool = field(
+        default=False,
+        metadata={"help": "Also train on pairs whose chosen side failed its check (chosen_verified False); "
+                          "they are left out and counted by default."},
+    )
 
 
 @dataclass

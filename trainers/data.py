@@ -32,6 +32,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from stepdata.pairs import pair_prompt_text
+from stepdata.pairs.filters import chosen_failed_check
 
 EosPolicy = Literal["auto", "never", "always"]
 BoundaryPolicy = Literal["fix", "drop", "error"]
@@ -146,8 +147,12 @@ def tokenize_pairs(
     eos_policy: EosPolicy = "auto",
     boundary: BoundaryPolicy = "fix",
     max_prompt_length: int | None = None,
+    keep_unverified: bool = False,
 ) -> tuple[list[dict[str, Any]], DataReport]:
     """Tokenize a pairs table; rows of other kinds, bad rows and unfixable boundaries go to the report.
+
+    Pairs whose chosen side failed its check (``chosen_verified`` False) are left out and
+    reported unless ``keep_unverified``: they would teach a wrong step as the right one.
 
     With ``boundary="error"`` the first unfixable row raises, naming it.
     """
@@ -157,6 +162,10 @@ def tokenize_pairs(
     for row in pairs.itertuples(index=False):
         if wanted is not None and row.kind not in wanted:
             report.dropped.append({"pair_id": row.pair_id, "reason": f"kind: {row.kind} is not in {sorted(wanted)}"})
+            continue
+        if not keep_unverified and chosen_failed_check(getattr(row, "chosen_verified", None)):
+            report.dropped.append({"pair_id": row.pair_id,
+                                   "reason": "unverified: the chosen side failed its check (chosen_verified is False)"})
             continue
         try:
             example, counts = tokenize_pair(tokenizer, row, eos_policy, boundary)

@@ -27,8 +27,9 @@ def problem_order(pairs: pd.DataFrame, rollouts: pd.DataFrame | None = None) -> 
     """Problem ids, easiest first.
 
     With rollouts: by the share of correct rollouts (higher is easier), ties by id.
-    Without: by the number of prefix steps of the problem's pairs (a later first
-    error means a longer solution was right for longer), then by id.
+    Without: by the mean number of prefix steps of the problem's pairs, deepest
+    first (a later first error means the policy stayed right for longer, so the
+    problem is easier for it), then by id.
     """
     problems = pd.unique(pairs["problem_id"])
     if rollouts is not None and len(rollouts):
@@ -41,7 +42,7 @@ def problem_order(pairs: pd.DataFrame, rollouts: pd.DataFrame | None = None) -> 
     else:
         depth = pairs.assign(_n=pairs["prefix_steps"].map(lambda s: 0 if s is None else len(s)))
         mean_depth = depth.groupby("problem_id")["_n"].mean()
-        key = {p: (float(mean_depth[p]), str(p)) for p in problems}
+        key = {p: (-float(mean_depth[p]), str(p)) for p in problems}
     return sorted(problems, key=key.__getitem__)
 
 

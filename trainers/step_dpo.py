@@ -46,6 +46,7 @@ def pairs_dataset(pairs: pd.DataFrame, tokenizer: Any, args: StepDPOConfig) -> t
         eos_policy=args.eos_policy,
         boundary=args.boundary,
         max_prompt_length=args.max_length if args.truncation_mode == "keep_start" else None,
+        keep_unverified=args.keep_unverified,
     )
     if not examples:
         raise ValueError(

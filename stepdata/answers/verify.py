@@ -59,7 +59,7 @@ class Verdict:
     """The outcome of one check: a match flag plus why."""
 
     match: bool
-    status: str  # match | mismatch | no_answer | unparseable | timeout | too_long | error
+    status: str  # match | mismatch | no_answer | unparseable (the prediction) | bad_gold | timeout | too_long | error
     path: str  # exact | fast | math-verify | none
     detail: str = ""
 
@@ -119,7 +119,7 @@ def _math_verify(gold: str, pred: str, config: AnswerCheckConfig, pool: BoundedP
         return Verdict(False, "error", "math-verify", result.error)
     match, gold_ok, pred_ok = result.value
     if not gold_ok:
-        return Verdict(False, "unparseable", "math-verify", "gold answer could not be parsed")
+        return Verdict(False, "bad_gold", "math-verify", "gold answer could not be parsed")
     if not pred_ok:
         return Verdict(False, "unparseable", "math-verify", "predicted answer could not be parsed")
     return Verdict(match, "match" if match else "mismatch", "math-verify")
@@ -151,7 +151,7 @@ def _missing(value: object) -> bool:
 
 def _check(gold: str | None, pred: str | None, config: AnswerCheckConfig, pool: BoundedPool | None) -> Verdict:
     if _missing(gold):
-        return Verdict(False, "unparseable", "none", "no gold answer")
+        return Verdict(False, "bad_gold", "none", "no gold answer")
     if _missing(pred):
         return Verdict(False, "no_answer", "none", "no predicted answer")
     gold, pred = str(gold), str(pred)

@@ -7,6 +7,8 @@ needs none of torch, transformers, vLLM.
 from stepdata.generation.base import BACKENDS, Generator, make_generator, vllm_available
 from stepdata.generation.progress import GenerationStats
 from stepdata.generation.types import (
+    STOP_EOS,
+    STOP_LENGTH,
     Completion,
     GenerationRequest,
     GenerationResult,
@@ -16,6 +18,8 @@ from stepdata.generation.types import (
 
 __all__ = [
     "BACKENDS",
+    "STOP_EOS",
+    "STOP_LENGTH",
     "Completion",
     "GenerationRequest",
     "GenerationResult",

@@ -54,7 +54,7 @@ class Generator(ABC):
             stats.failed_requests += not result.ok
             stats.samples += len(result.completions)
             stats.prompt_tokens += result.prompt_tokens or 0
-            stats.completion_tokens += sum(c.completion_tokens or 0 for c in result.completions)
+            stats.completion_tokens += result.completion_tokens_total  # usage totals: per-sample counts may be None
             if result.cached_prompt_tokens is not None:
                 stats.cached_prompt_tokens = (stats.cached_prompt_tokens or 0) + result.cached_prompt_tokens
         self.last_stats = stats

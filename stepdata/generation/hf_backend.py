@@ -4,11 +4,17 @@ The sampling loop is ours rather than ``model.generate`` so that every sample
 draws from its own seeded ``torch.Generator``: sample i of a request is the same
 whatever else is in the batch, which makes resumed and sharded runs reproducible.
 Batches are left-padded, sorted by length, and decode with the KV cache.
+
+With ``seed=None`` each generate call draws a fresh random base seed and derives the
+per-sample seeds from it as usual: the n samples of a request are independent (a
+single shared seed would make them identical), but not reproducible across runs.
+The loop also knows why each sample ended, reported as ``Completion.stop_reason``.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +22,8 @@ from stepdata.generation.base import Generator
 from stepdata.generation.progress import GenerationStats, Progress
 from stepdata.generation.templates import encode_prompt, render_prompt
 from stepdata.generation.types import (
+    STOP_EOS,
+    STOP_LENGTH,
     Completion,
     GenerationRequest,
     GenerationResult,
@@ -32,6 +40,22 @@ class _Sequence:
     sample_index: int
     prompt_ids: list[int]
     seed: int
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
+    """Where the text is cut and the stop string that ended it, or None when none occurs.
+
+    One token can complete several stop strings at once. The one that completes
+    earliest in the text ended the sample (as if the text came a character at a time;
+    ties go to the first in ``stops``), the same rule vLLM applies, so both backends
+    report the same stop; the text is cut where that stop string begins.
+    """
+    best: tuple[int, str] | None = None
+    for stop in stops:
+        start = text.find(stop)
+        if start >= 0 and (best is None or start + len(stop) < best[0] + len(best[1])):
+            best = (start, stop)
+    return best
 
 
 def _pick_device(device: str) -> str:
@@ -88,6 +112,9 @@ class TransformersGenerator(Generator):
     ) -> list[GenerationResult]:
         results: list[GenerationResult] = []
         sequences: list[_Sequence] = []
+        # seed=None: one fresh base per call, so samples differ from each other and from other runs
+        # (derive_seed(None, ...) is None, and one fixed fallback seed would make all n samples equal).
+        base_seed = sampling.seed if sampling.seed is not None else secrets.randbits(31)
         for index, request in enumerate(requests):
             try:
                 text = self.render(request)
@@ -97,7 +124,9 @@ class TransformersGenerator(Generator):
                 continue
             results.append(GenerationResult(request.request_id, text, len(ids), completions=[None] * sampling.n))  # type: ignore[list-item]
             for sample in range(sampling.n):
-                sequences.append(_Sequence(index, sample, ids, derive_seed(sampling.seed, request.request_id, sample) or 0))
+                seed = derive_seed(base_seed, request.request_id, sample)
+                assert seed is not None
+                sequences.append(_Sequence(index, sample, ids, seed))
         remaining = {i: sampling.n for i, r in enumerate(results) if r.ok}
         sequences.sort(key=lambda s: len(s.prompt_ids))
         for start in range(0, len(sequences), self.batch_size):
@@ -112,11 +141,14 @@ class TransformersGenerator(Generator):
             for seq, completion in zip(batch, completions):
                 results[seq.request_index].completions[seq.sample_index] = completion  # type: ignore[call-overload]
                 remaining[seq.request_index] -= 1
-                if remaining[seq.request_index] == 0 and results[seq.request_index].ok:
-                    progress.update(1, sum(c.completion_tokens or 0 for c in results[seq.request_index].completions))
+                done = results[seq.request_index]
+                if remaining[seq.request_index] == 0 and done.ok:
+                    done.usage_completion_tokens = sum(c.completion_tokens or 0 for c in done.completions)
+                    progress.update(1, done.usage_completion_tokens)
         for result in results:
             if not result.ok:
                 result.completions = []  # a request with a failed sample is retried whole, never half-kept
+                result.usage_completion_tokens = None
                 progress.update(1)
         return results
 
@@ -136,6 +168,7 @@ class TransformersGenerator(Generator):
         generated: list[list[int]] = [[] for _ in batch]
         logprobs: list[list[float]] = [[] for _ in batch]
         finish: list[str | None] = [None] * len(batch)
+        reasons: list[str | None] = [None] * len(batch)
         texts: list[str | None] = [None] * len(batch)
         past = None
         step_ids, step_positions = input_ids, positions
@@ -156,11 +189,12 @@ class TransformersGenerator(Generator):
                     if raw_logprobs is not None:
                         logprobs[row].append(float(raw_logprobs[row, token]))
                     if token in self.eos_ids:
-                        finish[row] = "stop"
+                        finish[row], reasons[row] = "stop", STOP_EOS
                     elif sampling.stop:
                         text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
-                        cut = min((i for i in (text.find(s) for s in sampling.stop) if i >= 0), default=-1)
-                        if cut >= 0:
+                        hit = _first_stop(text, sampling.stop)
+                        if hit is not None:
+                            cut, reasons[row] = hit
                             finish[row], texts[row] = "stop", text[:cut]
                 if all(f is not None for f in finish):
                     break
@@ -173,7 +207,8 @@ class TransformersGenerator(Generator):
             if text is None:
                 text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
             completions.append(Completion(text, finish[row] or "length", len(generated[row]),
-                                          logprobs[row] if sampling.logprobs else None, generated[row]))
+                                          logprobs[row] if sampling.logprobs else None, generated[row],
+                                          stop_reason=reasons[row] or STOP_LENGTH))
         return completions
 
     @staticmethod

@@ -13,6 +13,15 @@
   exact prefix continuation on any server that serves completions.
 - The API key is read from the environment (``api_key_env``), never from
   arguments, and never logged or stored.
+- Token counts: ``usage`` is per request, so with n > 1 the per-sample
+  ``completion_tokens`` are unknown (None, unless a ``tokenizer`` recounts them)
+  while ``GenerationResult.usage_completion_tokens`` holds the server's total,
+  added up over the calls made for the request when samples are fanned out.
+- ``Completion.stop_reason``: "length" when cut at max_tokens; otherwise vLLM's
+  ``stop_reason`` field on the choice (a string: that stop string; an int or null:
+  the model ended, "eos"). A server without that field (OpenAI itself, llama.cpp)
+  does not say which stop fired: "eos" when no stop strings were requested (the
+  model must have ended by itself), None (unknown) when some were.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from stepdata.generation.base import Generator
 from stepdata.generation.progress import GenerationStats, Progress
 from stepdata.generation.templates import render_prompt
 from stepdata.generation.types import (
+    STOP_EOS,
+    STOP_LENGTH,
     Completion,
     GenerationRequest,
     GenerationResult,
@@ -153,7 +164,7 @@ class OpenAIGenerator(Generator):
             first_n = 1 if self.server_ignores_n else sampling.n
             reply = await self._call(client, gate, request, sampling, first_n,
                                      derive_seed(sampling.seed, request.request_id), stats)
-            self._absorb(result, reply, request, limit=first_n)
+            usage = [self._absorb(result, reply, request, sampling, limit=first_n)]
             missing = sampling.n - len(result.completions)
             if missing > 0:
                 if first_n > 1 and not self.server_ignores_n:
@@ -167,16 +178,22 @@ class OpenAIGenerator(Generator):
                     for i in range(start, sampling.n)
                 ))
                 for extra in replies:
-                    self._absorb(result, extra, request, limit=1, count_prompt=False)
+                    usage.append(self._absorb(result, extra, request, sampling, limit=1, count_prompt=False))
+            # one reply without usage leaves the total unknown; the per-sample sum is then the fallback
+            known = [u for u in usage if u is not None]
+            result.usage_completion_tokens = sum(known) if len(known) == len(usage) else None
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             result.error = f"{type(exc).__name__}: {exc}"
             result.completions = []
-        progress.update(1, sum(c.completion_tokens or 0 for c in result.completions))
+            result.usage_completion_tokens = None
+        progress.update(1, result.completion_tokens_total)
         return result
 
     def _absorb(
-        self, result: GenerationResult, reply: Any, request: GenerationRequest, *, limit: int, count_prompt: bool = True
-    ) -> None:
+        self, result: GenerationResult, reply: Any, request: GenerationRequest, sampling: SamplingConfig, *,
+        limit: int, count_prompt: bool = True,
+    ) -> int | None:
+        """Add the reply's choices to ``result``; returns the reply's ``usage.completion_tokens`` (None if absent)."""
         choices = getattr(reply, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise MalformedResponse("reply has no choices")
@@ -196,7 +213,11 @@ class OpenAIGenerator(Generator):
                 tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             elif len(choices) == 1 and usage is not None:
                 tokens = getattr(usage, "completion_tokens", None)
-            result.completions.append(Completion(text, choice.finish_reason or "stop", tokens, self._logprobs(choice)))
+            finish_reason = choice.finish_reason or "stop"
+            result.completions.append(Completion(text, finish_reason, tokens, self._logprobs(choice),
+                                                 stop_reason=_stop_reason(choice, finish_reason, sampling)))
+        completion_tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
+        return completion_tokens if isinstance(completion_tokens, int) else None
 
     def endpoint_for(self, request: GenerationRequest) -> str:
         """Raw prompts always use the completions endpoint; chats use the configured one."""
@@ -266,6 +287,29 @@ class OpenAIGenerator(Generator):
         if sampling.logprobs:
             common["logprobs"] = True
         return await client.chat.completions.create(messages=list(request.messages or ()), extra_body=extra or None, **common)
+
+
+def _stop_reason(choice: Any, finish_reason: str, sampling: SamplingConfig) -> str | None:
+    """Why a choice ended, as ``Completion.stop_reason`` (see the module doc).
+
+    vLLM's server adds ``stop_reason`` to every choice, null included, so a present
+    null means end of sequence while an absent field means a server that does not say.
+    The openai client keeps such unknown fields in the choice's ``model_extra``.
+    """
+    if finish_reason == "length":
+        return STOP_LENGTH
+    if finish_reason != "stop":
+        return None  # content_filter, tool_calls, abort, ...: not a stop we can name
+    extra = getattr(choice, "model_extra", None) or {}
+    if "stop_reason" in extra:
+        value = extra["stop_reason"]
+        if isinstance(value, str):
+            return value
+        if value is None or isinstance(value, int):
+            return STOP_EOS  # null: the EOS token; an int: a stop token id
+    if not sampling.stop:
+        return STOP_EOS  # nothing else could have stopped it
+    return None
 
 
 def _server_message(exc: Any) -> str:

@@ -16,7 +16,12 @@ from typing import TextIO
 
 @dataclass
 class GenerationStats:
-    """Counts for one generate call."""
+    """Counts for one generate call.
+
+    ``completion_tokens`` adds up each result's ``completion_tokens_total`` (the engine's
+    or server's usage where reported), not the per-sample counts, which an HTTP server
+    with n > 1 leaves unknown.
+    """
 
     backend: str
     requests: int = 0

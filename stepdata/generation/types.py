@@ -12,6 +12,12 @@ A request is one of three things:
 Sampling settings apply to a whole batch. Seeds are derived per request (and per
 sample where a backend samples one at a time) from ``seed`` and the request id,
 so a request gets the same samples whatever batch, shard or resumed run it is in.
+
+Each completion says why it ended (``Completion.stop_reason``): the stop string
+that fired, :data:`STOP_EOS` or :data:`STOP_LENGTH`. A result carries the
+request's completion-token total as the engine or server counted it
+(``GenerationResult.usage_completion_tokens``): over HTTP usage is reported per
+request, not per sample, so per-sample counts can be unknown while the total is not.
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Message = Mapping[str, str]
+
+STOP_EOS = "eos"
+"""``Completion.stop_reason`` when the model ended by itself: an EOS or end-of-turn token, or a stop token id."""
+STOP_LENGTH = "length"
+"""``Completion.stop_reason`` when the sample was cut at ``max_tokens``."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +104,24 @@ class GenerationRequest:
 
 @dataclass
 class Completion:
-    """One sample: its text (stop string excluded), why it ended, and its length in tokens."""
+    """One sample: its text (stop string excluded), why it ended, and its length in tokens.
+
+    ``finish_reason`` is the coarse engine value (stop | length | error); ``stop_reason``
+    says which stop ended it, because a sample cut by a step delimiter is a finished step
+    while one that reached end-of-turn is a finished answer: the stop string exactly as
+    given in ``SamplingConfig.stop``, :data:`STOP_EOS` when the model ended by itself, or
+    :data:`STOP_LENGTH` when cut at ``max_tokens``. None only where the backend cannot
+    know (an OpenAI-compatible server that does not report it while stop strings were
+    requested). A stop string spelled "eos" or "length" reads the same as those
+    constants; ``finish_reason`` tells them apart.
+    """
 
     text: str
     finish_reason: str  # stop | length | error
-    completion_tokens: int | None
+    completion_tokens: int | None  # None where only the request's total is known (see GenerationResult)
     token_logprobs: list[float] | None = None
     token_ids: list[int] | None = None  # when the backend sees them (not over HTTP)
+    stop_reason: str | None = None
 
 
 @dataclass
@@ -112,10 +134,29 @@ class GenerationResult:
     completions: list[Completion] = field(default_factory=list)
     cached_prompt_tokens: int | None = None
     error: str | None = None
+    # The request's completion tokens as the engine or server counted them (summed over the
+    # calls a backend made for it); set even where per-sample counts are unknown.
+    usage_completion_tokens: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def completion_tokens_total(self) -> int:
+        """All completion tokens of the request: the usage total when known, else the per-sample sum.
+
+        Use this rather than summing ``completion_tokens``: over HTTP with n > 1 the
+        per-sample counts are None (usage is per request) and the sum would be 0.
+        """
+        if self.usage_completion_tokens is not None:
+            return self.usage_completion_tokens
+        return sum(c.completion_tokens or 0 for c in self.completions)
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens (an unknown prompt count counts as 0)."""
+        return (self.prompt_tokens or 0) + self.completion_tokens_total
 
 
 def derive_seed(base: int | None, *parts: object) -> int | None:

@@ -20,6 +20,8 @@ from stepdata.generation.base import Generator
 from stepdata.generation.progress import GenerationStats, Progress
 from stepdata.generation.templates import encode_prompt, render_prompt
 from stepdata.generation.types import (
+    STOP_EOS,
+    STOP_LENGTH,
     Completion,
     GenerationRequest,
     GenerationResult,
@@ -39,6 +41,20 @@ def _has_cuda() -> bool:
         return torch.cuda.is_available()
     except ImportError:  # pragma: no cover - vLLM always brings torch
         return False
+
+
+def _stop_reason(finish_reason: str, stop_reason: int | str | None) -> str | None:
+    """``Completion.stop_reason`` from vLLM's ``CompletionOutput``.
+
+    vLLM sets ``stop_reason`` to the stop string that fired (as given in
+    ``SamplingParams.stop``), to the token id for a stop token id, and leaves it None
+    for the EOS token and for a cut at max_tokens; ``finish_reason`` tells those apart.
+    """
+    if finish_reason == "length":
+        return STOP_LENGTH
+    if finish_reason != "stop":
+        return None  # aborted or failed: not a stop we can name
+    return stop_reason if isinstance(stop_reason, str) else STOP_EOS
 
 
 class VLLMGenerator(Generator):
@@ -141,11 +157,13 @@ class VLLMGenerator(Generator):
                     token_logprobs = None
                     if sampling.logprobs and choice.logprobs is not None:
                         token_logprobs = [step[tok].logprob for step, tok in zip(choice.logprobs, choice.token_ids)]
+                    finish_reason = choice.finish_reason or "length"
                     result.completions.append(
-                        Completion(choice.text, choice.finish_reason or "length", len(choice.token_ids), token_logprobs,
-                                   list(choice.token_ids))
+                        Completion(choice.text, finish_reason, len(choice.token_ids), token_logprobs,
+                                   list(choice.token_ids), stop_reason=_stop_reason(finish_reason, choice.stop_reason))
                     )
-                progress.update(1, sum(len(c.token_ids) for c in output.outputs))
+                result.usage_completion_tokens = sum(len(c.token_ids) for c in output.outputs)
+                progress.update(1, result.usage_completion_tokens)
         return [r for r in results if r is not None]
 
     def close(self) -> None:

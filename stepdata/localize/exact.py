@@ -9,6 +9,10 @@ question said 8 bags). It assumes the model follows the gold plan one
 computation a step, which is what the SFT warm-up teaches; a solution that
 merges two computations into one step is counted wrong at that step, so the
 check never calls a step right that is not.
+
+A solution whose steps are all right but which stops before the last gold step
+(or was cut at ``max_tokens``) has no first error to name: it is ``unfinished``
+(error_step None), not an error one past its last step.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from stepdata.answers import answers_match, extract_answer
 from stepdata.answers.safe_expr import UnsafeExpression, evaluate_exact
@@ -79,21 +83,38 @@ def check_step(step: str, index: int, gold: Sequence[int]) -> StepCheck:
     return StepCheck(index, True, f"arrives at {gold[index]} as the gold step does")
 
 
-def exact_first_error(steps: Sequence[str], meta: Any) -> tuple[int | None, str]:
-    """(first wrong step, why); ``-1`` when every step is right, None when the problem has no gold steps."""
+class ExactVerdict(NamedTuple):
+    """What the exact localizer found: the step (see ``status``), why, and the localized-table status.
+
+    ``status`` is "error" (error_step >= 0), "no_error" (-1), "unknown" (None: the
+    problem has no gold steps) or "unfinished" (None: every step it has is right but
+    it stops early or was cut at max_tokens).
+    """
+
+    error_step: int | None
+    rationale: str
+    status: str
+
+
+def exact_first_error(steps: Sequence[str], meta: Any, *, finished: bool = True) -> ExactVerdict:
+    """The first wrong step against the gold steps (module doc); ``finished=False`` for a rollout cut at max_tokens."""
     gold = gold_values(meta)
     if gold is None:
-        return None, "problem has no gold steps (not an embedded problem)"
+        return ExactVerdict(None, "problem has no gold steps (not an embedded problem)", "unknown")
     for index, step in enumerate(steps):
         verdict = check_step(step, index, gold)
         if not verdict.right:
-            return index, f"step {index}: {verdict.detail}"
+            return ExactVerdict(index, f"step {index}: {verdict.detail}", "error")
     if len(steps) < len(gold):
-        return len(steps), f"stops after {len(steps)} of {len(gold)} gold steps"
+        return ExactVerdict(None, f"stops after {len(steps)} of {len(gold)} gold steps with no wrong step",
+                            "unfinished")
+    if not finished:
+        return ExactVerdict(None, f"cut at max_tokens after {len(steps)} right steps", "unfinished")
     answer = extract_answer(steps[-1], last_number_fallback=False) if steps else None
     if answer is not None and not answers_match(str(gold[-1]), answer):
-        return len(steps) - 1, f"step {len(steps) - 1}: states the answer {answer}, gold is {gold[-1]}"
-    return -1, "every step matches the gold steps"
+        return ExactVerdict(len(steps) - 1, f"step {len(steps) - 1}: states the answer {answer}, gold is {gold[-1]}",
+                            "error")
+    return ExactVerdict(-1, "every step matches the gold steps", "no_error")
 
 
 def verify_step(step: str, index: int, meta: Any = None) -> bool | None:

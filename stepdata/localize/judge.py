@@ -10,11 +10,17 @@ Two protocols, each a template in ``prompts/``:
 
 A reply that cannot be read (no box, not an integer, an index out of range, no
 verdict lines) is recorded as unreadable and never guessed; the vote is taken over
-the readable replies. Ties go to the earliest step.
+the readable replies (:func:`majority_vote`). Ties go to the earliest real step:
+"no error" (-1) wins only with a strict plurality, because a split between "fine"
+and "step k" is doubt about step k, not agreement that the solution is right.
+Every raw reply is kept in the verdict's evidence, so a judge that could not be
+read (a wrong template, a model that never boxes) shows up in the data instead of
+passing for "no error found".
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -59,9 +65,28 @@ def parse_step_verdicts(reply: str, n_steps: int) -> int | None:
     return -1
 
 
+def majority_vote(votes: Sequence[int]) -> int | None:
+    """The winning index of readable votes (None when there are none).
+
+    The most frequent index wins. Among tied steps the earliest wins (the first
+    error is what is asked for). -1 ("no error") wins only with a strict plurality:
+    ``[-1, 3]`` is 3, ``[-1, -1, 2, 2]`` is 2, ``[-1, -1, 2]`` is -1.
+    """
+    if not votes:
+        return None
+    counts = Counter(votes)
+    best = max(counts.values())
+    tied_steps = [index for index, count in counts.items() if count == best and index >= 0]
+    return min(tied_steps) if tied_steps else -1
+
+
 @dataclass
 class JudgeVerdict:
-    """The vote: the winning index (None if no reply was readable) and the evidence."""
+    """The vote: the winning index (None if no reply was readable) and the evidence.
+
+    ``replies`` holds every raw reply text, readable or not, so the localized table
+    can show why a row was (or was not) localized.
+    """
 
     error_step: int | None
     votes: list[int] = field(default_factory=list)
@@ -70,10 +95,32 @@ class JudgeVerdict:
     calls: int = 0
     tokens: int = 0
     error: str | None = None
+    replies: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        """One readable line: the votes, the winner and how many replies could not be read."""
+        plural = "y" if self.unreadable == 1 else "ies"
+        winner = "no readable vote" if self.error_step is None else f"step {self.error_step}"
+        text = f"votes {self.votes} -> {winner}; {self.unreadable} unreadable repl{plural}"
+        return f"{text}; {self.error}" if self.error else text
 
     @property
     def rationale(self) -> str:
-        return f"votes {self.votes}; {self.unreadable} unreadable repl{'y' if self.unreadable == 1 else 'ies'}"
+        """The evidence for the localized table: JSON with the summary, votes and raw replies."""
+        return json.dumps({"summary": self.summary, "votes": self.votes, "unreadable": self.unreadable,
+                           "error": self.error, "replies": self.replies}, ensure_ascii=False)
+
+
+def judge_evidence(rationale: str | None) -> dict | None:
+    """The judge evidence stored by :attr:`JudgeVerdict.rationale` (None for other rationales)."""
+    if not rationale or not rationale.startswith("{"):
+        return None
+    try:
+        data = json.loads(rationale)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "votes" in data and "unreadable" in data else None
 
 
 @dataclass(frozen=True)
@@ -87,15 +134,20 @@ class JudgeItem:
 
 
 class JudgeLocalizer:
-    """Asks ``generator`` to locate the first error, ``votes`` samples per solution."""
+    """Asks ``generator`` to locate the first error, ``votes`` samples per solution.
+
+    ``temperature`` and ``top_p`` are the judge's sampling settings (k votes need
+    some diversity; defaults 0.7 and 0.95).
+    """
 
     def __init__(self, generator: Generator, protocol: str = "processbench", votes: int = 5,
-                 temperature: float = 0.7, max_tokens: int = 1024, seed: int = 0) -> None:
+                 temperature: float = 0.7, max_tokens: int = 1024, seed: int = 0, top_p: float = 0.95) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown judge protocol {protocol!r}; expected one of {PROTOCOLS}")
         self.generator, self.protocol = generator, protocol
         self.template = load_prompt(f"judge_{protocol}")
-        self.sampling = SamplingConfig(n=votes, temperature=temperature, max_tokens=max_tokens, seed=seed)
+        self.sampling = SamplingConfig(n=votes, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                       seed=seed)
 
     def request(self, item: JudgeItem) -> GenerationRequest:
         if self.protocol == "processbench":
@@ -122,18 +174,16 @@ class JudgeLocalizer:
                 verdicts.append(JudgeVerdict(None, error="no steps to judge"))
                 continue
             result = results[item.item_id]
-            tokens = (result.prompt_tokens or 0) + sum(c.completion_tokens or 0 for c in result.completions)
+            tokens = result.total_tokens  # prompt + completion, the server's count when it gives one
             if not result.ok:
                 verdicts.append(JudgeVerdict(None, calls=1, tokens=tokens, error=f"judge: {result.error}"))
                 continue
-            parsed = [self.parse(c.text, len(item.steps)) for c in result.completions]
+            replies = [c.text for c in result.completions]
+            parsed = [self.parse(text, len(item.steps)) for text in replies]
             readable = [p for p in parsed if p is not None]
-            verdict = JudgeVerdict(None, votes=readable, unreadable=len(parsed) - len(readable), calls=1, tokens=tokens)
-            if readable:
-                counts = Counter(readable)
-                best = max(counts.values())
-                verdict.error_step = min(i for i, c in counts.items() if c == best)
-                verdict.confidence = best / len(parsed)
+            verdict = JudgeVerdict(majority_vote(readable), votes=readable, unreadable=len(parsed) - len(readable),
+                                   calls=1, tokens=tokens, replies=replies)
+            if verdict.error_step is not None:
+                verdict.confidence = readable.count(verdict.error_step) / len(parsed)
             verdicts.append(verdict)
         return verdicts
-

@@ -16,6 +16,19 @@ If the policy cannot solve the problem from the question alone (MC(0) = 0) the
 step is unknown (null): the estimate says nothing about where the error is. Every
 probed prefix's MC value is kept in the verdict. All solutions advance together,
 one probe round per ``generate`` call.
+
+Continuations are labelled by the run's :class:`~stepdata.answers.AnswerPolicy`,
+reading the continuation alone: an answer stated in the prefix is not one the
+continuation reached, and a continuation cut at ``max_tokens`` never reaches the
+answer. A rollout whose answer check failed (a time-out, a worker error, an
+unreadable gold answer) is neither right nor wrong: it is left out of the
+estimate (MC = right / checked) and counted in the verdict. A probe with no
+checked rollout at all is unknown, not MC = 0, and the solution's step is
+unknown with an ``error`` (retried on resume).
+
+A solution cut at ``max_tokens`` (``finished=False``) is not known to fail as a
+whole: its full prefix is probed too, and if continuations from it still reach
+the answer no step it has is wrong; it is ``unfinished`` (error_step None).
 """
 
 from __future__ import annotations
@@ -24,12 +37,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from stepdata.answers import (
-    DEFAULT_CONFIG,
-    AnswerCheckConfig,
-    check_answers,
-    extract_answer,
-)
+from stepdata.answers import AnswerPolicy
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig
 from stepdata.prompts import load_prompt
 from stepdata.steps import join_steps
@@ -45,11 +53,16 @@ class RolloutItem:
     question: str
     answer: str
     steps: Sequence[str]
+    finished: bool = True  # False: the solution was cut at max_tokens (see module doc)
 
 
 @dataclass
 class MCVerdict:
-    """The located step (None: unknown), the MC value of every probed prefix, and the cost."""
+    """The located step (None: unknown or unfinished), the MC value of every probed prefix, and the cost.
+
+    ``unchecked`` counts, per probed prefix, the rollouts left out of its estimate
+    because their answer check failed.
+    """
 
     error_step: int | None
     mc: dict[int, float] = field(default_factory=dict)
@@ -57,11 +70,27 @@ class MCVerdict:
     rollouts: int = 0
     tokens: int = 0
     error: str | None = None
+    unchecked: dict[int, int] = field(default_factory=dict)
+    unfinished: bool = False  # a cut solution none of whose steps was found wrong
+
+    @property
+    def status(self) -> str:
+        """The localized table's status: error, unfinished or unknown (MC never says "no error")."""
+        if self.error_step is not None:
+            return "error"
+        return "unfinished" if self.unfinished else "unknown"
 
     @property
     def rationale(self) -> str:
         values = ", ".join(f"prefix {i}: {v:.2f}" for i, v in sorted(self.mc.items()))
-        return f"MC estimates ({values})"
+        text = f"MC estimates ({values})"
+        left_out = {i: n for i, n in sorted(self.unchecked.items()) if n}
+        if left_out:
+            where = ", ".join(f"prefix {i}: {n}" for i, n in left_out.items())
+            text += f"; {sum(left_out.values())} rollouts left out, answer check failed ({where})"
+        if self.unfinished:
+            text += "; cut at max_tokens, continuations from its last step still reach the answer"
+        return text
 
 
 @dataclass
@@ -73,15 +102,22 @@ class _Search:
     done: bool = False
 
     def __post_init__(self) -> None:
-        self.hi = len(self.item.steps)
+        # A finished wrong solution fails as a whole (prefix n). A cut one is not known to: its full
+        # prefix n can be probed, and n + 1 stands for "fails" past it.
+        self.hi = len(self.item.steps) + (0 if self.item.finished else 1)
 
 
 class RolloutLocalizer:
-    """Locates first errors by sampling continuations from prefixes (see module doc)."""
+    """Locates first errors by sampling continuations from prefixes (see module doc).
+
+    ``answer_policy`` labels the continuations (default :class:`AnswerPolicy`: explicit
+    answers only, unfinished never right); pass the run's policy so the CLI's answer
+    options (``--last-number-fallback``, the check time-out) apply here too.
+    """
 
     def __init__(self, generator: Generator, *, template: str = "step_by_step", rollouts: int = 8,
                  search: str = "binary", temperature: float = 0.8, top_p: float = 0.95, max_tokens: int = 512,
-                 seed: int = 0, check: AnswerCheckConfig = DEFAULT_CONFIG) -> None:
+                 seed: int = 0, answer_policy: AnswerPolicy | None = None) -> None:
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}; expected one of {SEARCHES}")
         self.generator, self.search = generator, search
@@ -89,7 +125,7 @@ class RolloutLocalizer:
         if not self.template.continues_assistant:
             raise ValueError(f"template {template!r} must end with a partial assistant answer to continue from")
         self.sampling = SamplingConfig(n=rollouts, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
-        self.check = check
+        self.answer_policy = answer_policy if answer_policy is not None else AnswerPolicy()
 
     def _next_probe(self, state: _Search) -> int | None:
         if state.done:
@@ -114,21 +150,28 @@ class RolloutLocalizer:
             if not round_:
                 break
             results = self.generator.generate([self._request(s, p) for s, p in round_], self.sampling, progress=False)
-            pairs, owners = [], []
+            items, owners = [], []
             for (state, prefix), result in zip(round_, results):
                 state.verdict.probes += 1
-                state.verdict.tokens += (result.prompt_tokens or 0) + sum(c.completion_tokens or 0 for c in result.completions)
+                state.verdict.tokens += result.total_tokens  # prompt + completion (the server's usage when given)
                 if not result.ok:
                     state.verdict.error, state.done = f"rollout: {result.error}", True
                     continue
                 state.verdict.rollouts += len(result.completions)
-                head = join_steps(state.item.steps[:prefix])
-                for completion in result.completions:
-                    pairs.append((state.item.answer, extract_answer(head + completion.text)))
+                # the continuation alone: an answer the prefix already states is not one it reached
+                items.extend((state.item.answer, c.text, c.finish_reason) for c in result.completions)
                 owners.append((state, prefix, len(result.completions)))
-            verdicts = iter(check_answers(pairs, self.check))
+            labels = iter(self.answer_policy.label_many(items))
             for state, prefix, count in owners:
-                value = sum(next(verdicts).match for _ in range(count)) / count
+                probe = [next(labels) for _ in range(count)]
+                checked = [label for label in probe if label.correct is not None]
+                state.verdict.unchecked[prefix] = count - len(checked)
+                if not checked:  # no rollout could be judged: the probe says nothing, it is not MC = 0
+                    failed = next((label.error for label in probe if label.error), "no rollouts")
+                    state.verdict.error = f"answer_check: every rollout from prefix {prefix} failed its check ({failed})"
+                    state.done = True
+                    continue
+                value = sum(bool(label.correct) for label in checked) / len(checked)
                 state.verdict.mc[prefix] = value
                 if value > 0:
                     state.lo = prefix
@@ -138,7 +181,10 @@ class RolloutLocalizer:
                         state.done = True  # the policy never solves it: no information
         for state in states:
             if state.verdict.error is None and state.verdict.mc.get(0, 0) > 0:
-                state.verdict.error_step = state.hi - 1
+                if state.hi > len(state.item.steps):  # a cut solution whose every prefix still succeeds
+                    state.verdict.unfinished = True
+                else:
+                    state.verdict.error_step = state.hi - 1
         return [s.verdict for s in states]
 
 

@@ -4,13 +4,22 @@ Each step is scanned for arithmetic claims: GSM8K calculator notes
 ``<<48/2=24>>`` and written equations, including chains (``2 * 3 + 4 = 6 + 4 = 10``).
 Every side is computed exactly (:func:`stepdata.answers.safe_expr.evaluate_exact`,
 never ``eval``) and a claim is false when two sides differ by more than the
-written precision allows (``10 / 3 = 3.33`` holds; ``12 + 5 = 18`` does not).
+written precision allows. Two tolerances (``tolerance=``):
+
+- ``"written"`` (the default): a claim holds when it is exactly true, or true to
+  the decimals the step itself writes. ``10 / 4 = 2.5`` and ``16 / 3 = 5.33``
+  hold (two decimals written, 5.333... rounds to 5.33); ``16 / 3 = 5`` does not:
+  an integer written for a value that is not one is a wrong step ("10 / 3 = 3
+  liters" must not pass as a verified chosen step).
+- ``"rounded"``: an integer may also be a rounding (``16 / 3 = 5`` holds), for
+  text that rounds silently (counts of people, money to the dollar).
 
 Precision comes first: a claim is checked only when it can be read without
 guessing. An equation whose left side is the tail of a longer phrase
 ("half of 50 = 25", "x + 3 = 5") or touches a variable is skipped, so a correct
-solution is almost never flagged. Finding no false claim means "unknown", not
-"correct": rules cannot prove a step right.
+solution is almost never flagged. Finding no false claim is reported as -1 ("no
+error found", ProcessBench's answer for a clean solution): it is a prediction,
+not a proof, since rules cannot see an error that is not false arithmetic.
 """
 
 from __future__ import annotations
@@ -18,8 +27,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 from stepdata.answers.safe_expr import MAX_EXPR_CHARS, UnsafeExpression, evaluate_exact
+
+TOLERANCES = ("written", "rounded")
+Tolerance = Literal["written", "rounded"]
 
 _ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
 # One flat character class (no nested quantifiers): linear even on a 100 kB step.
@@ -70,12 +83,15 @@ def _decimals(side: str) -> int | None:
     return len(match.group(1)) if match else (0 if re.fullmatch(r"-?[\d,]+", side.strip()) else None)
 
 
-def _agree(a: Fraction, b: Fraction, b_text: str) -> bool:
+def _agree(a: Fraction, b: Fraction, b_text: str, tolerance: Tolerance) -> bool:
+    """Whether value ``a`` may be written as ``b_text`` (value ``b``) under ``tolerance``."""
     if a == b:
         return True
     places = _decimals(b_text)
     if places is None:  # b is an expression: it must be exact
         return False
+    if places == 0 and tolerance == "written":
+        return False  # an integer written for a non-integer value states no rounding
     return abs(a - b) <= Fraction(1, 2) * Fraction(1, 10**places)
 
 
@@ -112,7 +128,7 @@ def _continues(after: str, last_char: str) -> bool:
     return bool(word) and (len(word.group(1)) == 1 or word.group(1).lower() in _CONTINUATION_WORDS)
 
 
-def _check_chain(sides_text: list[str]) -> Claim | None:
+def _check_chain(sides_text: list[str], tolerance: Tolerance) -> Claim | None:
     if any(len(s) > MAX_EXPR_CHARS for s in sides_text):
         return None  # longer than any expression we compute: skip before cleaning (keeps this linear)
     sides = [_clean_side(s) for s in sides_text]
@@ -124,16 +140,22 @@ def _check_chain(sides_text: list[str]) -> Claim | None:
         return None
     text = " = ".join(s.strip() for s in sides_text)
     for left, right, right_text in zip(values, values[1:], sides[1:]):
-        if not (_agree(left, right, right_text) or _agree(right, left, sides[0])):
+        if not (_agree(left, right, right_text, tolerance) or _agree(right, left, sides[0], tolerance)):
             return Claim(text, False, f"{float(left):g} != {float(right):g}")
     return Claim(text, True, "")
 
 
-def claims_in(step: str) -> list[Claim]:
-    """Every arithmetic claim in ``step`` that can be read unambiguously, checked."""
+def _check_tolerance(tolerance: str) -> None:
+    if tolerance not in TOLERANCES:
+        raise ValueError(f"unknown rules tolerance {tolerance!r}; expected one of {list(TOLERANCES)}")
+
+
+def claims_in(step: str, tolerance: Tolerance = "written") -> list[Claim]:
+    """Every arithmetic claim in ``step`` that can be read unambiguously, checked (``tolerance``: module doc)."""
+    _check_tolerance(tolerance)
     claims: list[Claim] = []
     for match in _ANNOTATION.finditer(step):
-        claim = _check_chain([match.group(1), match.group(2)])
+        claim = _check_chain([match.group(1), match.group(2)], tolerance)
         if claim is not None:
             claims.append(claim)
     text = _normalize(_ANNOTATION.sub(" ", step))
@@ -151,7 +173,7 @@ def claims_in(step: str) -> list[Claim]:
             continue
         if len(sides) < 2 or _continues(text[run.end():], text[run.end() - 1]):
             continue
-        claim = _check_chain(sides)
+        claim = _check_chain(sides, tolerance)
         if claim is not None:
             claims.append(claim)
     return claims
@@ -159,19 +181,26 @@ def claims_in(step: str) -> list[Claim]:
 
 @dataclass(frozen=True)
 class RulesVerdict:
-    """The first step with a false claim (None: no false claim found) and why."""
+    """The first step with a false claim, -1 when none is false, None when there are no steps; and why."""
 
     error_step: int | None
     rationale: str
     claims_checked: int
 
 
-def localize_by_rules(steps: list[str]) -> RulesVerdict:
-    """Check every step's arithmetic; report the first step whose claim is false."""
+def localize_by_rules(steps: list[str], tolerance: Tolerance = "written") -> RulesVerdict:
+    """Check every step's arithmetic; report the first step whose claim is false.
+
+    -1 means no false claim was found (a prediction of "no error", not a proof);
+    None means there was nothing to check (no steps).
+    """
+    _check_tolerance(tolerance)
+    if not steps:
+        return RulesVerdict(None, "no steps to check", 0)
     checked = 0
     for index, step in enumerate(steps):
-        for claim in claims_in(step):
+        for claim in claims_in(step, tolerance):
             checked += 1
             if not claim.holds:
                 return RulesVerdict(index, f"step {index}: '{claim.text}' is false ({claim.detail})", checked)
-    return RulesVerdict(None, f"no false claim in {checked} checked", checked)
+    return RulesVerdict(-1, f"no false claim in {checked} checked", checked)

@@ -49,12 +49,16 @@ def make_pair(
     model: str | None = None,
     sampling: dict[str, Any] | None = None,
     localizer: str | None = None,
+    chosen_finished: bool = True,
+    rejected_finished: bool = True,
 ) -> dict[str, Any]:
     """A pairs-table row.
 
     ``chosen_rest``/``rejected_rest`` are what follows chosen/rejected in their
     complete solutions (for Step-DPO, the steps after step k); empty means the side
     ends the solution, so a trainer appends end-of-sequence to it and to nothing else.
+    A side whose solution was cut at ``max_tokens`` (``*_finished=False``) never ends
+    its solution, even with nothing after it: EOS there would teach stopping mid-way.
     """
     if kind not in PAIR_KINDS:
         raise ValueError(f"unknown pair kind {kind!r}; expected one of {PAIR_KINDS}")
@@ -74,8 +78,8 @@ def make_pair(
         "rejected": rejected,
         "chosen_full": head + chosen + chosen_rest,
         "rejected_full": head + rejected + rejected_rest,
-        "chosen_ends_solution": not chosen_rest,
-        "rejected_ends_solution": not rejected_rest,
+        "chosen_ends_solution": not chosen_rest and chosen_finished,
+        "rejected_ends_solution": not rejected_rest and rejected_finished,
         "error_step": error_step,
         "chosen_verified": chosen_verified,
         "kind": kind,

@@ -5,8 +5,8 @@ unchanged (same columns, original index, so a row can still be traced to its
 place in the input file); ``dropped`` holds the removed rows plus
 :data:`DROP_COLUMNS`:
 
-- ``drop_filter``: which filter removed the row (``empty``, ``identical``,
-  ``length``, ``exact-dup``, ``near-dup``);
+- ``drop_filter``: which filter removed the row (``unverified``, ``empty``,
+  ``identical``, ``length``, ``exact-dup``, ``near-dup``);
 - ``drop_reason``: a short, stable phrase that can be counted ("chosen over 4000
   chars"), so statistics group rows by cause;
 - ``drop_detail``: what was seen in this row ("chosen has 5123 chars");
@@ -16,6 +16,10 @@ place in the input file); ``dropped`` holds the removed rows plus
 
 Why each filter exists:
 
+- *unverified*: a chosen step that failed its check (``chosen_verified`` False:
+  "3 / 2 = 15" reaching a lucky right answer) teaches the model a wrong step as
+  the right one. Left out by default; ``keep_unverified`` keeps them. Unchecked
+  pairs (null) stay.
 - *empty*: a whitespace-only side carries no preference and, for step-level pairs,
   usually means a sampler stopped at a step marker.
 - *identical*: when chosen and rejected differ only in whitespace, the DPO loss
@@ -51,7 +55,7 @@ import pandas as pd
 
 DROP_COLUMNS: tuple[str, ...] = ("drop_filter", "drop_reason", "drop_detail", "duplicate_of", "input_row")
 
-FILTER_ORDER: tuple[str, ...] = ("empty", "identical", "length", "exact-dup", "near-dup")
+FILTER_ORDER: tuple[str, ...] = ("unverified", "empty", "identical", "length", "exact-dup", "near-dup")
 
 Filtered = tuple[pd.DataFrame, pd.DataFrame]
 
@@ -89,6 +93,21 @@ def _partition(
 def _text(value: Any) -> str:
     """A side's text, with null (only possible in foreign files) read as empty."""
     return value if isinstance(value, str) else ""
+
+
+def chosen_failed_check(value: Any) -> bool:
+    """True when a pair's ``chosen_verified`` says the chosen side failed its check (null: not checked)."""
+    return value is not None and not pd.isna(value) and not bool(value)
+
+
+def drop_unverified(df: pd.DataFrame) -> Filtered:
+    """Drop pairs whose chosen side failed its check (``chosen_verified`` is False)."""
+    if "chosen_verified" not in df.columns:
+        return df, empty_dropped(df)
+    reasons = {index: ("chosen failed its check", f"chosen_verified is False ({kind} pair, error step {step})")
+               for index, value, kind, step in zip(df.index, df["chosen_verified"], df["kind"], df["error_step"])
+               if chosen_failed_check(value)}
+    return _partition(df, reasons, "unverified")
 
 
 def drop_empty(df: pd.DataFrame) -> Filtered:
@@ -279,6 +298,7 @@ class FilterConfig:
     dedup: bool = True  # exact and normalised-text near duplicates
     near_dup_threshold: float | None = None  # also n-gram Jaccard near duplicates (needs dedup)
     ngram: int = 3
+    keep_unverified: bool = False  # keep pairs whose chosen side failed its check (chosen_verified False)
 
 
 def apply_filters(df: pd.DataFrame, config: FilterConfig | None = None, tokenizer: Any = None) -> Filtered:
@@ -288,7 +308,8 @@ def apply_filters(df: pd.DataFrame, config: FilterConfig | None = None, tokenize
     thing wrong with it (an empty pair is "empty", not also a duplicate).
     """
     config = config or FilterConfig()
-    steps: list[Callable[[pd.DataFrame], Filtered]] = [
+    steps: list[Callable[[pd.DataFrame], Filtered]] = [] if config.keep_unverified else [drop_unverified]
+    steps += [
         drop_empty,
         drop_identical,
         lambda d: drop_too_long(d, config.max_chars, config.max_tokens, tokenizer),

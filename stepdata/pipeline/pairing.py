@@ -25,12 +25,12 @@ from stepdata.schema import ATTEMPTS, PAIRS
 
 def attempt_row(unit_id: str, problem_id: str, stage: str, outcome: str | None, *, detail: str | None = None,
                 candidates: int = 0, accepted: int = 0, pairs: Sequence[dict[str, Any]] = (),
-                generated_tokens: int = 0, error: str | None = None) -> dict[str, Any]:
-    """One attempts-table row."""
+                generated_tokens: int = 0, unfinished: int = 0, error: str | None = None) -> dict[str, Any]:
+    """One attempts-table row (``unfinished``: continuations cut at max_tokens)."""
     return {"unit_id": unit_id, "problem_id": problem_id, "stage": stage, "outcome": outcome, "detail": detail,
             "candidates": candidates, "accepted": accepted,
             "pairs": json.dumps(list(pairs), ensure_ascii=False), "generated_tokens": generated_tokens,
-            "error": error}
+            "unfinished": unfinished, "error": error}
 
 
 def attempts_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -38,16 +38,22 @@ def attempts_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def flatten_pairs(attempts: pd.DataFrame, max_per_problem: int | None = None) -> tuple[pd.DataFrame, int]:
-    """The pairs of every attempt, in unit order, at most ``max_per_problem`` per problem; (pairs, capped)."""
+    """The pairs of every attempt, in unit order, at most ``max_per_problem`` per problem and kind;
+    (pairs, capped).
+
+    The cap is per kind: SCDPO kept 2 step-controlled negatives per GSM8K-like problem and added
+    whole-solution DPO pairs on top, so a DPO pair never takes an SCDPO pair's place.
+    """
     rows: list[dict[str, Any]] = []
-    per_problem: Counter[str] = Counter()
+    per_problem: Counter[tuple[str, str]] = Counter()
     capped = 0
     for attempt in attempts.itertuples(index=False):
         for pair in json.loads(attempt.pairs or "[]"):
-            if max_per_problem is not None and per_problem[pair["problem_id"]] >= max_per_problem:
+            key = (pair["problem_id"], pair["kind"])
+            if max_per_problem is not None and per_problem[key] >= max_per_problem:
                 capped += 1
                 continue
-            per_problem[pair["problem_id"]] += 1
+            per_problem[key] += 1
             rows.append(pair)
     return pd.DataFrame(rows, columns=PAIRS.names), capped
 
@@ -60,6 +66,7 @@ def attempts_stats(attempts: pd.DataFrame) -> dict[str, Any]:
         "outcomes": {str(k): int(v) for k, v in outcomes.items()},
         "candidates": int(attempts["candidates"].fillna(0).sum()),
         "accepted": int(attempts["accepted"].fillna(0).sum()),
+        "unfinished_continuations": int(attempts["unfinished"].fillna(0).sum()),
         "pairs_before_caps": int(sum(len(json.loads(p or "[]")) for p in attempts["pairs"])),
         "generated_tokens": int(attempts["generated_tokens"].fillna(0).sum()),
     }

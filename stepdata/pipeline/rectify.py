@@ -7,8 +7,13 @@ give their first step as "chosen"; the rollout's step k is "rejected". Sampling
 from the policy itself keeps chosen in-distribution, which is the point of
 Step-DPO's self-generated data.
 
+Continuations are labelled by the run's :class:`~stepdata.answers.AnswerPolicy`: one
+cut at ``max_tokens`` is unfinished and never gives a chosen step (counted in the
+attempt's ``unfinished``).
+
 Per unit outcomes, recorded in the attempts table: ``pairs``; ``no_error_step``
-(not localized, or localized as error-free); ``prefix_mismatch`` (the error step
+(not localized, or localized as error-free); ``unfinished`` (the localizer found
+the solution incomplete and no error in what it has); ``prefix_mismatch`` (the error step
 is past the end of the steps, or the steps no longer join to the completion);
 ``unknown_problem``; ``no_correct_continuation``; ``no_distinct_step`` (every
 right continuation's first step equals the rejected one or failed verification).
@@ -23,7 +28,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from stepdata.answers import AnswerCheckConfig, check_answers, extract_answer
+from stepdata.answers import AnswerPolicy, is_unfinished
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig
 from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
@@ -55,6 +60,10 @@ class RectifyConfig:
     # in chosen_verified; drop: also drop the ones it rejects (counted); none: no check
     verify: VerifyMode = "mark"
     answer_timeout: float = 5.0
+    last_number_fallback: bool = False  # model text states an answer only explicitly unless this is True
+
+    def answer_policy(self) -> AnswerPolicy:
+        return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
@@ -73,13 +82,15 @@ class RectifyStage:
             raise ValueError(f"template {config.template!r} must end with a partial assistant answer")
         self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
         self.sampling = config.sampling()
-        self.check = AnswerCheckConfig(timeout=config.answer_timeout)
+        self.answers = config.answer_policy()
         self._lock = threading.Lock()
         self.totals = {"completion_tokens": 0}
 
     def _precheck(self, row: dict[str, Any]) -> tuple[str, str] | None:
         """(outcome, detail) when the unit cannot be rectified, None when it can."""
         k, steps = row.get("error_step"), list(row.get("steps") or [])
+        if row.get("status") == "unfinished":
+            return "unfinished", f"the localizer found the solution unfinished ({row.get('rationale')})"
         if k is None or pd.isna(k) or int(k) < 0:
             return "no_error_step", f"error_step is {k!r}: nothing to rectify"
         if row["problem_id"] not in self.problems.index:
@@ -105,37 +116,40 @@ class RectifyStage:
             messages = self.template.render_continuing(prefix, question=problem["question"])
             work.append((row, GenerationRequest.chat(row["rollout_id"], messages)))
         results = self.generator.generate([r for _, r in work], self.sampling, progress=False) if work else []
-        checks = []
+        to_label = []
         for (row, _), result in zip(work, results):
             if result.ok:
                 answer = self.problems.loc[row["problem_id"], "answer"]
-                checks += [(answer, extract_answer(c.text)) for c in result.completions]
-        verdicts = iter(check_answers(checks, self.check))
+                to_label += [(answer, c.text, c.finish_reason) for c in result.completions]
+        labels = iter(self.answers.label_many(to_label))
         for (row, _), result in zip(work, results):
-            tokens = sum(c.completion_tokens or 0 for c in result.completions) if result.ok else 0
+            tokens = result.completion_tokens_total if result.ok else 0
             with self._lock:
                 self.totals["completion_tokens"] += tokens
             if not result.ok:
                 out[row["rollout_id"]] = attempt_row(row["rollout_id"], row["problem_id"], self.name, None,
                                                      error=f"generation: {result.error}")
                 continue
-            row_verdicts = [next(verdicts) for _ in result.completions]
-            failed = [v for v in row_verdicts if v.status in ("timeout", "error")]
-            if failed and not any(v.match for v in row_verdicts):
+            row_labels = [next(labels) for _ in result.completions]
+            failed = [label for label in row_labels if label.error is not None]
+            if failed and not any(label.correct for label in row_labels):
                 out[row["rollout_id"]] = attempt_row(row["rollout_id"], row["problem_id"], self.name, None,
-                                                     candidates=len(row_verdicts), generated_tokens=tokens,
-                                                     error=f"answer_check: {failed[0].status} ({failed[0].detail})")
+                                                     candidates=len(row_labels), generated_tokens=tokens,
+                                                     unfinished=sum(not label.finished for label in row_labels),
+                                                     error=failed[0].error)
                 continue
-            out[row["rollout_id"]] = self._pairs_for(row, result.completions, row_verdicts, tokens)
+            out[row["rollout_id"]] = self._pairs_for(row, result.completions, row_labels, tokens)
         return attempts_frame([out[r["rollout_id"]] for r in records])
 
     def _pairs_for(self, row: dict[str, Any], completions: list[Any],
-                   verdicts: list[Any], tokens: int) -> dict[str, Any]:
+                   labels: list[Any], tokens: int) -> dict[str, Any]:
         k = int(row["error_step"])
         steps = list(row["steps"])
         problem = self.problems.loc[row["problem_id"]]
         rejected = steps[k]
-        right = [c for c, v in zip(completions, verdicts) if v.match]
+        right = [c for c, label in zip(completions, labels) if label.correct]
+        unfinished = sum(not label.finished for label in labels)
+        rejected_finished = not is_unfinished(row.get("finish_reason"))
         seen, pairs, failed_check = {normalized(rejected)}, [], 0
         for completion in right:
             pieces = split_steps(completion.text)
@@ -158,10 +172,12 @@ class RectifyStage:
                 chosen_rest=completion.text[len(chosen):], rejected_rest=join_steps(steps[k + 1:]),
                 kind="step-dpo", error_step=k, source=problem.get("source"), chosen_verified=verified,
                 model=self.generator.model, sampling=self.sampling.as_record(), localizer=row.get("method"),
+                rejected_finished=rejected_finished,
             ))
             if self.config.max_pairs_per_rollout and len(pairs) >= self.config.max_pairs_per_rollout:
                 break
-        detail = (f"{len(right)} of {len(completions)} continuations right; {len(pairs)} distinct chosen steps; "
+        detail = (f"{len(right)} of {len(completions)} continuations right ({unfinished} unfinished); "
+                  f"{len(pairs)} distinct chosen steps; "
                   f"{failed_check} failed the step check" + (" (dropped)" if self.config.verify == "drop" else ""))
         if not right:
             outcome = "no_correct_continuation"
@@ -170,7 +186,8 @@ class RectifyStage:
         else:
             outcome = "pairs"
         return attempt_row(row["rollout_id"], row["problem_id"], self.name, outcome, detail=detail,
-                           candidates=len(completions), accepted=len(right), pairs=pairs, generated_tokens=tokens)
+                           candidates=len(completions), accepted=len(right), pairs=pairs, generated_tokens=tokens,
+                           unfinished=unfinished)
 
 
 def run_rectify(generator: Generator, localized: pd.DataFrame, problems: pd.DataFrame, out: str,

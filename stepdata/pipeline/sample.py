@@ -2,8 +2,11 @@
 
 Every sample becomes a rollouts row, right or wrong: wrong ones feed localization
 and rectification, right ones feed step-controlled negatives and the statistics.
-A request that failed, or an answer check that timed out, is a row with ``error``
-set (and ``correct`` null), retried when the run resumes.
+Labels come from the run's :class:`~stepdata.answers.AnswerPolicy`: a sample cut at
+``max_tokens`` is unfinished (``correct`` False, no ``pred_answer``), one that states
+no answer or an unreadable one is wrong. A request that failed, an answer check that
+timed out or an unusable gold answer is a row with ``error`` set (and ``correct``
+null), retried when the run resumes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from stepdata.answers import AnswerCheckConfig, check_answers, extract_answer
+from stepdata.answers import AnswerPolicy, is_unfinished
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig
 from stepdata.prompts import load_prompt
 from stepdata.schema import ROLLOUTS
@@ -34,6 +37,11 @@ class SampleConfig:
     seed: int = 0
     split_mode: str = "auto"
     answer_timeout: float = 5.0
+    # model text states an answer only explicitly (\boxed{}, "The answer is", #### N); True also reads the last number
+    last_number_fallback: bool = False
+
+    def answer_policy(self) -> AnswerPolicy:
+        return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
@@ -48,7 +56,7 @@ class SampleStage:
         self.config = config
         self.template = load_prompt(config.template)
         self.sampling = config.sampling()
-        self.check_config = AnswerCheckConfig(timeout=config.answer_timeout)
+        self.answers = config.answer_policy()
         self._lock = threading.Lock()
         self.totals = {"completion_tokens": 0, "generate_seconds": 0.0}
 
@@ -61,7 +69,7 @@ class SampleStage:
         results = self.generator.generate(requests, self.sampling)
         stats = self.generator.last_stats
         rows: list[dict[str, Any]] = []
-        to_check: list[tuple[int, str | None, str | None]] = []
+        to_label: list[tuple[int, tuple[Any, str, str | None]]] = []
         for problem, request, result in zip(problems.itertuples(), requests, results):
             prompt = result.prompt_text or json.dumps(list(request.messages or ()), ensure_ascii=False)
             base = {"problem_id": str(problem.problem_id), "prompt": prompt, "model": self.generator.model,
@@ -73,25 +81,16 @@ class SampleStage:
                                         "completion_tokens": None, "error": f"generation: {result.error}"})
                 continue
             for i, completion in enumerate(result.completions):
-                answer = extract_answer(completion.text)
                 rows.append(base | {
                     "rollout_id": f"{problem.problem_id}:{i}", "completion": completion.text,
-                    "steps": split_steps(completion.text, self.config.split_mode), "pred_answer": answer,
+                    "steps": split_steps(completion.text, self.config.split_mode), "pred_answer": None,
                     "correct": None, "finish_reason": completion.finish_reason,
                     "completion_tokens": completion.completion_tokens, "error": None,
                 })
-                to_check.append((len(rows) - 1, problem.answer, answer))
-        verdicts = check_answers([(g, p) for _, g, p in to_check], self.check_config)
-        for (row_index, _, _), verdict in zip(to_check, verdicts):
-            row = rows[row_index]
-            if verdict.judged:
-                row["correct"] = verdict.match
-            elif verdict.status == "no_answer":
-                row["correct"] = False  # a solution that states no answer is wrong, not unknown
-            elif verdict.status in ("timeout", "error"):
-                row["error"] = f"answer_check: {verdict.status} ({verdict.detail})"
-            else:  # the gold answer itself is unusable: unknown, and said so
-                row["error"] = f"gold_answer: {verdict.detail}"
+                to_label.append((len(rows) - 1, (problem.answer, completion.text, completion.finish_reason)))
+        labels = self.answers.label_many([item for _, item in to_label])
+        for (row_index, _), label in zip(to_label, labels):
+            rows[row_index].update(pred_answer=label.pred_answer, correct=label.correct, error=label.error)
         if stats is not None:
             with self._lock:
                 self.totals["completion_tokens"] += stats.completion_tokens
@@ -107,6 +106,9 @@ class SampleStage:
             "config": asdict(self.config),
             "accuracy": round(float(judged["correct"].mean()), 4) if len(judged) else None,
             "judged_samples": len(judged),
+            "unfinished": int(rollouts["finish_reason"].map(is_unfinished).sum()),
+            "no_answer": int((rollouts["correct"].eq(False) & rollouts["pred_answer"].isna()
+                              & ~rollouts["finish_reason"].map(is_unfinished)).sum()),
             "problems": int(rollouts["problem_id"].nunique()),
             "problems_with_a_correct_sample": int((per_problem["sum"] > 0).sum()),
             "problems_all_wrong": int((per_problem["sum"] == 0).sum()),

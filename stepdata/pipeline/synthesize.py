@@ -10,12 +10,20 @@ divergence starts at step k by construction.
 
 Up to ``rounds`` continuations per cut are generated together (one request with
 n samples for the first step, so they share the prefix's cache); the first, in
-round order, that ends at a wrong answer and is not degenerate is kept. Over-long
-continuations (a step hit max_tokens, or too many steps), ones with no answer
-and ones that repeat a step are dropped and counted.
+round order, that ends at a wrong answer, is not degenerate and differs from the
+original is kept. Unfinished continuations (a step hit max_tokens), over-long ones
+(too many steps), ones with no answer and ones that repeat a step are dropped and
+counted.
 
-Step by step generation stops each step at ``"\\nStep"``; a step that ends
-without that marker and states the answer ends the solution.
+Step by step generation stops each step at ``"\\nStep"``. Why a step ended comes
+from the backend (``Completion.stop_reason``): at the step marker the solution goes
+on with another step; at end-of-sequence it is finished and never extended. Only
+when a backend cannot say (an OpenAI-compatible server that does not report it) is
+the end guessed from an explicitly stated answer.
+
+When the regenerated text repeats the original's steps k..m-1 word for word, the
+pair's shared prefix is extended to them and its ``error_step`` is m, the first
+step that differs; a continuation identical to the original is no negative.
 """
 
 from __future__ import annotations
@@ -27,8 +35,8 @@ from typing import Any
 
 import pandas as pd
 
-from stepdata.answers import AnswerCheckConfig, check_answers, extract_answer
-from stepdata.generation import GenerationRequest, Generator, SamplingConfig
+from stepdata.answers import AnswerPolicy
+from stepdata.generation import STOP_EOS, STOP_LENGTH, GenerationRequest, Generator, SamplingConfig
 from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
 from stepdata.pipeline.pairing import attempt_row, attempts_frame
@@ -42,6 +50,7 @@ from stepdata.steps import (
 )
 
 STEP_STOP = "\nStep"
+UNIT_COLUMNS = ["unit_id", "problem_id", "steps", "wrong_completion", "wrong_finished"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,10 @@ class SynthesizeConfig:
     dpo_pairs: bool = False  # also pair each correct rollout with a wrong one of the same problem (whole solutions)
     answer_timeout: float = 5.0
     schedule: tuple[float, ...] = field(default=())  # explicit per-step temperatures; overrides start/step/max
+    last_number_fallback: bool = False  # model text states an answer only explicitly unless this is True
+
+    def answer_policy(self) -> AnswerPolicy:
+        return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
 
     def temperature(self, i: int) -> float:
         """Temperature of the i-th generated step (0-based)."""
@@ -99,7 +112,7 @@ class SynthesizeStage:
         if not self.template.continues_assistant:
             raise ValueError(f"template {config.template!r} must end with a partial assistant answer")
         self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
-        self.check = AnswerCheckConfig(timeout=config.answer_timeout)
+        self.answers = config.answer_policy()
         self._lock = threading.Lock()
         self.totals = {"completion_tokens": 0}
 
@@ -180,16 +193,28 @@ class SynthesizeStage:
             with self._lock:
                 self.totals["completion_tokens"] += completion.completion_tokens or 0
             branch.text += completion.text
-            if completion.finish_reason == "length":
-                branch.done, branch.dropped = True, "over_long"
-            elif extract_answer(completion.text, last_number_fallback=False) is not None:
+            ended = self._why_ended(completion)
+            if ended == STOP_LENGTH:
+                branch.done, branch.dropped = True, "unfinished"
+            elif ended == STOP_EOS:
                 branch.done = True
-            elif completion.finish_reason == "stop" and completion.text.strip():
+            elif ended == STEP_STOP and completion.text.strip():
                 branch.text += STEP_STOP
                 if branch.cut + level + 1 >= original + self.config.extra_steps:
                     branch.done, branch.dropped = True, "over_long"
             else:
                 branch.done, branch.dropped = True, "no_answer"
+
+    def _why_ended(self, completion: Any) -> str | None:
+        """STOP_LENGTH, STOP_EOS or STEP_STOP; from the backend's stop_reason, guessed only when it has none."""
+        if completion.finish_reason == "length" or completion.stop_reason == STOP_LENGTH:
+            return STOP_LENGTH
+        if completion.stop_reason in (STOP_EOS, STEP_STOP):
+            return completion.stop_reason
+        if completion.stop_reason is not None:
+            return STOP_EOS  # another stop string or a stop token: the solution ended there
+        # unknown (a server that does not report it): an explicitly stated answer ends the solution
+        return STOP_EOS if self.answers.extract(completion.text) is not None else STEP_STOP
 
     def _judge(self, records: list[dict[str, Any]], branches: list[_Branch]) -> None:
         todo = [b for b in branches if b.done and b.dropped is None]
@@ -199,14 +224,13 @@ class SynthesizeStage:
             if len(bodies) != len(set(bodies)):
                 b.dropped = "repeats_a_step"
         todo = [b for b in todo if b.dropped is None]
-        pairs = [(self.problems.loc[records[b.unit]["problem_id"], "answer"], extract_answer(b.text)) for b in todo]
-        for b, verdict in zip(todo, check_answers(pairs, self.check)):
-            if verdict.status == "no_answer":
-                b.dropped = "no_answer"
-            elif verdict.status in ("timeout", "error") or not verdict.judged:
-                b.dropped = f"unjudged_{verdict.status}"
-            elif verdict.match:
-                b.dropped = "still_right"
+        labels = self.answers.label_many(
+            [(self.problems.loc[records[b.unit]["problem_id"], "answer"], b.text, "stop") for b in todo])
+        for b, label in zip(todo, labels):
+            if label.outcome in ("check_failed", "bad_gold"):
+                b.dropped = f"unjudged_{label.outcome}"
+            elif label.outcome != "wrong":
+                b.dropped = "still_right" if label.correct else label.outcome
 
     def _attempt(self, row: dict[str, Any], branches: list[_Branch], error: str | None) -> dict[str, Any]:
         tokens = sum(b.tokens for b in branches)
@@ -221,36 +245,61 @@ class SynthesizeStage:
                       localizer="step-controlled")
         pairs, seen = [], set()
         for cut in sorted({b.cut for b in branches}):
-            wrong = [b for b in branches if b.cut == cut and b.dropped is None]
-            if not wrong:
-                continue
-            rejected = min(wrong, key=lambda b: b.round).text
-            chosen = join_steps(steps[cut:])
-            if normalized(rejected) in seen or normalized(rejected) == normalized(chosen):
-                continue
-            seen.add(normalized(rejected))
-            pairs.append(make_pair(**common, prefix_steps=steps[:cut], chosen=chosen, rejected=rejected,
-                                   kind="scdpo", error_step=cut,
-                                   chosen_verified=verify_step(steps[cut], cut, problem.get("meta")),
-                                   sampling={"schedule": [self.config.temperature(i) for i in range(4)],
-                                             "top_p": self.config.top_p, "rounds": self.config.rounds,
-                                             "seed": self.config.seed}))
+            for branch in sorted((b for b in branches if b.cut == cut and b.dropped is None), key=lambda b: b.round):
+                divergence = first_divergence(steps, cut, branch.text)
+                if divergence is None:
+                    branch.dropped = "same_as_original"
+                    continue
+                error_step, rejected = divergence
+                if (error_step, normalized(rejected)) in seen:
+                    branch.dropped = "duplicate_negative"
+                    continue
+                seen.add((error_step, normalized(rejected)))
+                pairs.append(make_pair(**common, prefix_steps=steps[:error_step], chosen=join_steps(steps[error_step:]),
+                                       rejected=rejected, kind="scdpo", error_step=error_step,
+                                       chosen_verified=verify_step(steps[error_step], error_step, problem.get("meta")),
+                                       sampling={"schedule": [self.config.temperature(i) for i in range(4)],
+                                                 "top_p": self.config.top_p, "rounds": self.config.rounds,
+                                                 "seed": self.config.seed}))
+                break
             if self.config.max_pairs_per_solution and len(pairs) >= self.config.max_pairs_per_solution:
                 break
         wrong_completion = row.get("wrong_completion")
         if self.config.dpo_pairs and isinstance(wrong_completion, str) and wrong_completion.strip():
             pairs.append(make_pair(**common, prefix_steps=[], chosen=join_steps(steps), rejected=wrong_completion,
-                                   kind="dpo", error_step=None, chosen_verified=None))
+                                   kind="dpo", error_step=None, chosen_verified=None,
+                                   rejected_finished=row.get("wrong_finished") is not False))
         drops: dict[str, int] = {}
         for b in branches:
             if b.dropped:
                 drops[b.dropped] = drops.get(b.dropped, 0) + 1
         accepted = sum(1 for b in branches if b.dropped is None)
+        unfinished = drops.get("unfinished", 0)
         detail = f"{len(branches)} continuations, {accepted} wrong and usable; dropped {drops or 'none'}"
         outcome = "pairs" if pairs else ("all_still_right" if drops.get("still_right") == len(branches) and branches
                                          else "no_usable_negative")
         return attempt_row(row["unit_id"], row["problem_id"], self.name, outcome, detail=detail,
-                           candidates=len(branches), accepted=accepted, pairs=pairs, generated_tokens=tokens)
+                           candidates=len(branches), accepted=accepted, pairs=pairs, generated_tokens=tokens,
+                           unfinished=unfinished)
+
+
+def first_divergence(steps: list[str], cut: int, continuation: str) -> tuple[int, str] | None:
+    """Where a continuation from ``steps[:cut]`` first leaves the original: (step index, rejected text).
+
+    The continuation may repeat the original's next steps word for word (a low
+    temperature often regenerates step k unchanged); those steps then belong to the
+    shared prefix, and the pair's error step is the first one that differs. None when
+    the continuation reproduces the original to its end (no negative).
+    """
+    full = join_steps(steps[:cut]) + continuation
+    index, head = cut, join_steps(steps[:cut])
+    while index < len(steps) and full.startswith(head + steps[index]):
+        head += steps[index]
+        index += 1
+    rest = full[len(head):]
+    if index == len(steps) or not rest.strip():
+        return None
+    return index, rest
 
 
 def synthesis_units(rollouts: pd.DataFrame | None = None, problems: pd.DataFrame | None = None,
@@ -260,17 +309,24 @@ def synthesis_units(rollouts: pd.DataFrame | None = None, problems: pd.DataFrame
     if rollouts is not None:
         ok = rollouts["error"].isna()
         right = rollouts[ok & rollouts["correct"].eq(True)]
-        wrong = rollouts[ok & rollouts["correct"].eq(False)].groupby("problem_id")["completion"].apply(list)
+        wrong_rows = rollouts[ok & rollouts["correct"].eq(False)]
+        finished = ~wrong_rows["finish_reason"].eq("length")
+        # finished wrong solutions first: a DPO rejected side that was cut at max_tokens gets no EOS
+        wrong_rows = pd.concat([wrong_rows[finished], wrong_rows[~finished]])
+        wrong: dict[str, list[tuple[str, bool]]] = {}
+        for w in wrong_rows.itertuples(index=False):
+            wrong.setdefault(w.problem_id, []).append((w.completion, w.finish_reason != "length"))
         used: dict[str, int] = {}
         rows = []
         for r in right.itertuples(index=False):
             options = wrong.get(r.problem_id, [])
             i = used.get(r.problem_id, 0)
             used[r.problem_id] = i + 1
+            text, text_finished = options[i % len(options)] if options else (None, None)
             rows.append({"unit_id": r.rollout_id, "problem_id": r.problem_id, "steps": list(r.steps),
-                         "wrong_completion": options[i % len(options)] if options else None})
+                         "wrong_completion": text, "wrong_finished": text_finished})
         left = {"not_correct": int(len(rollouts) - len(right))}
-        return pd.DataFrame(rows, columns=["unit_id", "problem_id", "steps", "wrong_completion"]), left
+        return pd.DataFrame(rows, columns=UNIT_COLUMNS), left
     if problems is None:
         raise ValueError("give a rollouts table or a problems table with reference solutions")
     partial = load_prompt(template).render(question="")[-1]["content"]
@@ -281,8 +337,8 @@ def synthesis_units(rollouts: pd.DataFrame | None = None, problems: pd.DataFrame
             continue
         text = strip_partial_overlap(partial, to_step_format(p.solution, p.answer))
         rows.append({"unit_id": f"{p.problem_id}:reference", "problem_id": p.problem_id,
-                     "steps": split_steps(text), "wrong_completion": None})
-    return pd.DataFrame(rows, columns=["unit_id", "problem_id", "steps", "wrong_completion"]), {"no_solution": missing}
+                     "steps": split_steps(text), "wrong_completion": None, "wrong_finished": None})
+    return pd.DataFrame(rows, columns=UNIT_COLUMNS), {"no_solution": missing}
 
 
 def run_synthesize(generator: Generator, units: pd.DataFrame, problems: pd.DataFrame, out: str,

@@ -1,0 +1,157 @@
+"""The judge's vote and its failures: ties go to the earliest step, a judge that cannot be read says so
+(in the rows, the summary and the CLI's last line), its sampling settings are options, its cost is complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fake_openai_server import FaultyOpenAIServer
+
+from stepdata import make_problems, read_table, write_table
+from stepdata.generation import Completion, GenerationResult
+from stepdata.generation.base import Generator
+from stepdata.localize.judge import JudgeItem, JudgeLocalizer
+from stepdata.pipeline.localize import LocalizeStage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ScriptedJudge(Generator):
+    """Replies with ``replies`` (one per vote) to every request; counts tokens like a server does:
+    per-request usage only, no per-sample counts (as over HTTP with n > 1)."""
+
+    backend = "scripted"
+
+    def __init__(self, replies: list[str], prompt_tokens: int = 100, completion_tokens: int = 40):
+        super().__init__("judge")
+        self.replies, self.prompt_tokens, self.completion_tokens = replies, prompt_tokens, completion_tokens
+        self.sampling = None
+
+    def _generate(self, requests, sampling, progress, stats):
+        self.sampling = sampling
+        results = []
+        for request in requests:
+            result = GenerationResult(request.request_id, "prompt", self.prompt_tokens,
+                                      [Completion(text, "stop", None) for text in self.replies])
+            result.usage_completion_tokens = self.completion_tokens
+            results.append(result)
+        return results
+
+
+ITEM = JudgeItem("a", "What is 2 + 2?", ["2 + 2 = 4.\n", "Then 4 * 2 = 8.\n", "So 8 + 1 = 9.\n", "The answer is 9.\n"])
+
+
+def boxed(*indices: int) -> list[str]:
+    return [f"The first error is in \\boxed{{{i}}}" for i in indices]
+
+
+@pytest.mark.parametrize(
+    "votes, expected",
+    [
+        ([-1, 3], 3),  # a tie between "fine" and step 3 is doubt about step 3
+        ([-1, -1, 2, 2], 2),
+        ([-1, -1, 2], -1),  # -1 wins with a strict plurality
+        ([3, 1], 1),  # tied steps: the earliest
+        ([2, 2, 1], 2),
+        ([-1], -1),
+        ([], None),
+    ],
+)
+def test_majority_vote(votes, expected):
+    from stepdata.localize.judge import majority_vote
+
+    assert majority_vote(votes) == expected
+
+
+@pytest.mark.parametrize("votes, expected", [([-1, 3], 3), ([-1, -1, 2, 2], 2), ([-1, -1, 2], -1), ([3, 1], 1)])
+def test_ties_in_the_judges_vote(votes, expected):
+    verdict = JudgeLocalizer(ScriptedJudge(boxed(*votes)), votes=len(votes)).localize([ITEM])[0]
+    assert verdict.votes == votes and verdict.error_step == expected
+    assert verdict.confidence == pytest.approx(votes.count(expected) / len(votes))
+
+
+def test_judge_cost_counts_prompt_and_completion_tokens_from_the_servers_usage():
+    verdict = JudgeLocalizer(ScriptedJudge(boxed(1, 1), prompt_tokens=100, completion_tokens=40),
+                             votes=2).localize([ITEM])[0]
+    assert verdict.tokens == 140 and verdict.calls == 1
+
+
+def test_judge_sampling_settings_are_options():
+    judge = ScriptedJudge(boxed(1, 1))
+    JudgeLocalizer(judge, votes=2, temperature=0.3, top_p=0.5).localize([ITEM])
+    assert (judge.sampling.temperature, judge.sampling.top_p) == (0.3, 0.5)
+    default = ScriptedJudge(boxed(1, 1))
+    JudgeLocalizer(default, votes=2).localize([ITEM])
+    assert (default.sampling.temperature, default.sampling.top_p) == (0.7, 0.95)  # unchanged defaults
+
+
+def rollouts_table(problems: pd.DataFrame) -> pd.DataFrame:
+    base = {"prompt": "p", "completion": "c", "pred_answer": "1", "correct": False, "finish_reason": "stop",
+            "model": "m", "sampling": None, "prompt_tokens": 1, "completion_tokens": 1, "error": None}
+    return pd.DataFrame([
+        base | {"problem_id": problems.problem_id[0], "rollout_id": "r0", "steps": ["2 * 3 = 7\n", "done"]},
+        base | {"problem_id": problems.problem_id[1], "rollout_id": "r1", "steps": ["We add them.\n", "So 5.", "End."]},
+        base | {"problem_id": problems.problem_id[1], "rollout_id": "r2", "steps": ["We add.\n", "So 6."]},
+    ])
+
+
+def test_a_judge_that_cannot_be_read_says_so_in_the_rows_and_the_summary():
+    problems = make_problems(2, seed=3)
+    replies = ["I think paragraph one is off.", "\\boxed{seven}", "\\boxed{12}"]  # none readable
+    stage = LocalizeStage("rules+judge", judge=JudgeLocalizer(ScriptedJudge(replies), votes=3), problems=problems)
+    out = stage(rollouts_table(problems))
+    stats = stage.stats(out)
+    rows = out.set_index("rollout_id")
+    assert rows.method["r1"] == "judge" and pd.isna(rows.error_step["r1"]) and rows.status["r1"] == "unknown"
+    evidence = json.loads(rows.rationale["r1"])
+    assert evidence["unreadable"] == 3 and evidence["votes"] == [] and evidence["replies"] == replies
+    assert "3 unreadable replies" in evidence["summary"]
+    assert stats["judge"] == {"asked": 2, "readable_verdicts": 0, "unreadable_replies": 6, "errors": 0}
+    assert stats["localized"] == 1 and stats["unknown"] == 2  # only the rules' find is localized
+    assert rows.localizer_tokens["r1"] == 140
+
+
+def test_localize_cli_reports_an_unreadable_judge(tmp_path):
+    problems = make_problems(2, seed=3)
+    write_table(problems, tmp_path / "p.parquet", "problems")
+    write_table(rollouts_table(problems), tmp_path / "r.parquet", "rollouts")
+    env = os.environ | {"OPENAI_API_KEY": "x"}
+    with FaultyOpenAIServer(reply_text=lambda key, seed, index: "I cannot decide.") as server:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "cli.py"), "localize", str(tmp_path / "r.parquet"), "--method", "rules+judge",
+             "--backend", "openai", "--model", "judge", "--base-url", server.base_url, "--problems",
+             str(tmp_path / "p.parquet"), "--votes", "3", "--judge-temperature", "0.2", "--judge-top-p", "0.9",
+             "--out", str(tmp_path / "l.parquet")], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert "localized 1 of 3" in last
+    assert "judge: 2 asked, 0 readable verdicts, 6 unreadable replies, 0 errors" in last
+    summary = json.loads((tmp_path / "l.parquet.summary.json").read_text())
+    assert summary["stage_stats"]["judge"]["unreadable_replies"] == 6
+    table = read_table(tmp_path / "l.parquet", kind="localized")
+    config = table.attrs["stepdata"]["config"]
+    assert (config["judge_temperature"], config["judge_top_p"]) == (0.2, 0.9)
+    assert set(table.status) == {"error", "unknown"}
+
+
+class FailingJudge(Generator):
+    """Every request fails (retries exhausted, a server that refuses it)."""
+
+    backend = "scripted"
+
+    def _generate(self, requests, sampling, progress, stats):
+        return [GenerationResult(r.request_id, None, None, error="HTTP 400: bad request") for r in requests]
+
+
+def test_judge_errors_are_counted_and_kept_for_retry():
+    problems = make_problems(2, seed=3)
+    stage = LocalizeStage("judge", judge=JudgeLocalizer(FailingJudge("judge"), votes=2), problems=problems)
+    out = stage(rollouts_table(problems))
+    assert out.error.str.startswith("judge: HTTP 400").all() and (out.status == "unknown").all()
+    assert stage.stats(out)["judge"] == {"asked": 3, "readable_verdicts": 0, "unreadable_replies": 0, "errors": 3}
