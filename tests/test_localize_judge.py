@@ -72,10 +72,12 @@ def test_rules_then_judge_in_the_stage(monkeypatch):
         base | {"problem_id": problems.problem_id[1], "rollout_id": "r1", "steps": ["We add them.\n", "So 5.", "End."]},
     ])
     with FaultyOpenAIServer(reply_text=judge_replies) as server:
-        judge = JudgeLocalizer(OpenAIGenerator("judge", base_url=server.base_url), votes=5)
-        out = LocalizeStage("rules+judge", judge=judge, problems=problems)(rollouts).set_index("rollout_id")
+        judge = OpenAIGenerator("judge", base_url=server.base_url)
+        out = LocalizeStage("rules+judge", problems=problems, generator=judge, votes=5)(rollouts).set_index("rollout_id")
         assert server.attempts.get(problems.question[0]) is None, "rules found r0's error: no judge call"
     assert out.method["r0"] == "rules" and out.error_step["r0"] == 0 and out.localizer_calls["r0"] == 0
     assert out.method["r1"] == "judge" and out.error_step["r1"] == 1 and list(out.votes["r1"]) == [1, 1, 2, 1]
-    with pytest.raises(ValueError, match="needs a judge"):
+    with pytest.raises(ValueError, match="needs option.*generator"):
         LocalizeStage("judge")
+    with pytest.raises(ValueError, match="needs the problems table"):
+        LocalizeStage("judge", generator=judge)

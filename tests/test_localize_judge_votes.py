@@ -104,7 +104,7 @@ def rollouts_table(problems: pd.DataFrame) -> pd.DataFrame:
 def test_a_judge_that_cannot_be_read_says_so_in_the_rows_and_the_summary():
     problems = make_problems(2, seed=3)
     replies = ["I think paragraph one is off.", "\\boxed{seven}", "\\boxed{12}"]  # none readable
-    stage = LocalizeStage("rules+judge", judge=JudgeLocalizer(ScriptedJudge(replies), votes=3), problems=problems)
+    stage = LocalizeStage("rules+judge", problems=problems, generator=ScriptedJudge(replies), votes=3)
     out = stage(rollouts_table(problems))
     stats = stage.stats(out)
     rows = out.set_index("rollout_id")
@@ -151,7 +151,7 @@ class FailingJudge(Generator):
 
 def test_judge_errors_are_counted_and_kept_for_retry():
     problems = make_problems(2, seed=3)
-    stage = LocalizeStage("judge", judge=JudgeLocalizer(FailingJudge("judge"), votes=2), problems=problems)
+    stage = LocalizeStage("judge", problems=problems, generator=FailingJudge("judge"), votes=2)
     out = stage(rollouts_table(problems))
     assert out.error.str.startswith("judge: HTTP 400").all() and (out.status == "unknown").all()
     assert stage.stats(out)["judge"] == {"asked": 3, "readable_verdicts": 0, "unreadable_replies": 0, "errors": 3}

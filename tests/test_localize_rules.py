@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from stepdata import make_problems, read_table, split_steps, write_table
-from stepdata.bench.processbench import rules_localizer, run_processbench
-from stepdata.localize import claims_in, localize_by_rules
+from stepdata.bench.processbench import prediction, run_processbench
+from stepdata.localize import Solution, claims_in, localize_by_rules, make_localizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,10 +75,8 @@ def test_a_rounded_chosen_step_is_not_verified():
 
 
 def test_no_false_claim_is_a_prediction_of_minus_one_on_processbench():
-    from stepdata.localize.judge import JudgeItem
-
-    items = [JudgeItem("a", "q", ["2 + 2 = 4.\n", "So 4."]), JudgeItem("b", "q", ["2 + 2 = 5.\n"])]
-    assert [predicted for predicted, _ in rules_localizer(items)] == [-1, 0]
+    solutions = [Solution("a", "a", "q", ["2 + 2 = 4.\n", "So 4."]), Solution("b", "b", "q", ["2 + 2 = 5.\n"])]
+    assert [prediction(found) for found in make_localizer("rules").locate(solutions)] == [-1, 0]
 
 
 def corrupt(step: str, value: int) -> str:
@@ -110,7 +108,7 @@ def test_bad_steps_are_outcomes_not_crashes():
 
 @pytest.mark.parametrize("subset", ["gsm8k", "math"])
 def test_processbench_correct_samples_are_almost_never_flagged(shared_data, subset):
-    result = run_processbench(subset, rules_localizer, data_dir=shared_data)
+    result = run_processbench(subset, make_localizer("rules"), data_dir=shared_data)
     assert result.samples == {"gsm8k": 400, "math": 1000}[subset]
     assert result.acc_correct >= 0.97, result
     assert result.acc_erroneous > 0.0  # it does find some real arithmetic errors

@@ -223,8 +223,10 @@ def test_stats_counts_and_histograms():
     assert stats["chosen_chars"]["max"] == 40 and stats["chosen_chars"]["min"] == 11
     assert stats["chosen_verified"]["counts"] == {"true": 2, "false": 1, "null": 2}
     assert stats["chosen_verified"]["shares"]["true"] == 0.4
-    assert stats["dropped"] == {"total": 2, "by_filter": {"empty": 1, "exact-dup": 1},
-                                "by_reason": {"empty": {"chosen is empty": 1}, "exact-dup": {"exact duplicate": 1}}}
+    # the pair whose chosen step failed its check is left out first, by the "unverified" filter
+    assert stats["dropped"] == {"total": 3, "by_filter": {"unverified": 1, "empty": 1, "exact-dup": 1},
+                                "by_reason": {"unverified": {"chosen failed its check": 1},
+                                              "empty": {"chosen is empty": 1}, "exact-dup": {"exact duplicate": 1}}}
     text = render_stats(stats)
     assert "Step 1 (error_step=0)" in text and "2 (40.0%)" in text.split("Step 1 (error_step=0)")[1].splitlines()[0]
     assert "unknown" in text and "exact duplicate" in text

@@ -28,20 +28,28 @@ from stepdata.io import read_table
 from stepdata.prompts import load_prompt
 from stepdata.steps import strip_partial_overlap, to_step_format
 from trainers.data import BoundaryError, DataReport, encode_continuation
+from trainers.defaults import DEFAULTS
+
+_SFT = DEFAULTS["sft"]
 
 
 @dataclass
 class StepSFTConfig(SFTConfig):
     """SFT warm-up defaults: one cosine epoch, loss on the solution only, no recomputation."""
 
-    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the problems."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    warmup_steps: float = field(default=0.1, metadata={"help": "A float below 1 is a share of all steps."})
+    learning_rate: float = field(default=_SFT["learning_rate"], metadata={"help": "Peak learning rate."})
+    num_train_epochs: float = field(default=_SFT["num_train_epochs"], metadata={"help": "Passes over the problems."})
+    lr_scheduler_type: str = field(default=_SFT["lr_scheduler_type"], metadata={"help": "Learning-rate schedule."})
+    warmup_steps: float = field(default=_SFT["warmup_steps"], metadata={"help": "A float below 1 is a share of all steps."})
+    per_device_train_batch_size: int = field(default=_SFT["per_device_train_batch_size"],
+                                             metadata={"help": "Problems per device and forward pass."})
+    gradient_accumulation_steps: int = field(default=_SFT["gradient_accumulation_steps"],
+                                             metadata={"help": "Forward passes per optimizer step."})
+    max_length: int | None = field(default=_SFT["max_length"], metadata={"help": "Longest example, in tokens."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
     completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the solution tokens only."})
     report_to: str | list[str] = field(default="none", metadata={"help": "Logging integrations."})
-    template: str = field(default="step_by_step", metadata={"help": "Prompt template (name or path)."})
+    template: str = field(default=_SFT["template"], metadata={"help": "Prompt template (name or path)."})
 
 
 def sft_example(tokenizer: Any, template: Any, question: str, solution: str) -> tuple[dict[str, list[int]], str]:

@@ -76,6 +76,7 @@ def train_staged(
     rollouts: pd.DataFrame | None = None,
     peft_config: Any = None,
     on_stage_end: Callable[[int, Any], None] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train stage by stage; returns the final model and one record per stage.
 
@@ -83,6 +84,7 @@ def train_staged(
     that same model (with LoRA: the adapter is merged after each stage, and the
     next stage's reference is the merged model with its new adapter disabled).
     """
+    from trainers.report import step_log
     from trainers.step_dpo import StepDPOTrainer
 
     parts = split_stages(pairs, stages, problem_order(pairs, rollouts))
@@ -96,7 +98,7 @@ def train_staged(
             for p in ref_model.parameters():
                 p.requires_grad_(False)
         trainer = StepDPOTrainer(model=model, args=stage_args, train_dataset=part, processing_class=tokenizer,
-                                 ref_model=ref_model, peft_config=peft_config)
+                                 ref_model=ref_model, peft_config=peft_config, callbacks=callbacks)
         logger.info("sDPO stage %d/%d: %d pairs from %d problems", i + 1, len(parts), len(part),
                     part["problem_id"].nunique())
         output = trainer.train()
@@ -104,7 +106,9 @@ def train_staged(
         if peft_config is not None:
             model = model.merge_and_unload()
         records.append({"stage": i + 1, "pairs": len(part), "problems": int(part["problem_id"].nunique()),
-                        "train_loss": output.training_loss, "data": trainer.data_report.as_dict()})
+                        "train_loss": output.training_loss, "data": trainer.data_report.as_dict(),
+                        "optimizer_steps": trainer.state.max_steps,
+                        "log": step_log(trainer.state.log_history)})
         if on_stage_end is not None:
             on_stage_end(i + 1, trainer)
     return model, records

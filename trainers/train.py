@@ -3,7 +3,9 @@
 Kept apart from the trainers so the library classes stay TRL-shaped and this
 file holds the choices a command line makes for people: the dtype (bf16 on a
 GPU that has it, fp32 on CPU), LoRA when asked, where things are saved, and a
-``train_report.json`` beside the model saying what data was used and left out.
+``train_report.json`` beside the model saying what data was used and left out,
+the hyper-parameters the run resolved and a log entry for every optimizer step
+(see :mod:`trainers.report`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-logger = logging.getLogger(__name__)
+from trainers.defaults import METHODS, RUN_DEFAULTS
+from trainers.report import StepLines, hyperparameters, step_log
 
-METHODS = ("sft", "stepdpo", "scdpo", "dpo")
+logger = logging.getLogger(__name__)
 
 
 def _accelerator() -> tuple[bool, bool]:
@@ -60,10 +63,19 @@ def build_config(method: str, output_dir: str | Path, **overrides: Any) -> Any:
         from trainers.config import CONFIGS
 
         config_class = CONFIGS[method]
-    values = {"output_dir": str(output_dir), "save_strategy": "no", "logging_steps": 5, "bf16": bf16,
-              "use_cpu": not cuda, "seed": 0}
+    # RUN_DEFAULTS: seed 0, a log entry every optimizer step, no checkpoints; no progress bar
+    # (StepLines prints a line per step instead, on stderr, log files included)
+    values = {"output_dir": str(output_dir), "bf16": bf16, "use_cpu": not cuda, "disable_tqdm": True, **RUN_DEFAULTS}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return config_class(**values)
+
+
+def _quiet_printer(trainer: Any) -> Any:
+    """Swap transformers' printed log dicts (stdout, one per step now) for our :class:`StepLines`."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def train(
@@ -76,23 +88,38 @@ def train(
     lora_r: int | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Train ``method`` on ``data`` (a pairs table, or a problems table for ``sft``) and save to ``output_dir``."""
+    """Train ``method`` on ``data`` and save to ``output_dir``.
+
+    ``data`` for the preference methods: a pairs DataFrame, a pairs table, or what
+    ``stepdata export --format parquet|jsonl`` wrote (a split's train file), so the
+    filtered, deduplicated, split data is what gets trained; for ``sft``: a problems
+    table. Pairs are read before the model is loaded, so a wrong file fails at once.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if method != "sft" and not isinstance(data, pd.DataFrame):
+        from stepdata.pairs.export import read_pairs
+
+        data = read_pairs(data)
     output_dir = Path(output_dir)
     model, tokenizer = load_model(model_path)
     args = build_config(method, output_dir, **overrides)
     peft_config = lora_config(lora_r) if lora_r else None
     started = time.perf_counter()
-    record: dict[str, Any] = {"method": method, "model": str(model_path), "output_dir": str(output_dir)}
+    record: dict[str, Any] = {"method": method, "model": str(model_path), "output_dir": str(output_dir),
+                              "hyperparameters": hyperparameters(method, args, lora_r=lora_r, stages=stages)}
+    lines = StepLines(f"train {method}")
     if method == "sft":
         from trainers.sft import StepSFTTrainer
 
-        trainer = StepSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                                 peft_config=peft_config)
+        trainer = _quiet_printer(StepSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                                peft_config=peft_config, callbacks=[lines]))
         output = trainer.train()
         model = trainer.model
-        record.update(train_loss=output.training_loss, data=trainer.data_report.as_dict())
+        record.update(train_loss=output.training_loss, data=trainer.data_report.as_dict(),
+                      log=step_log(trainer.state.log_history))
+        record["hyperparameters"] = hyperparameters(method, args, lora_r=lora_r, stages=stages,
+                                                    optimizer_steps=trainer.state.max_steps)
     else:
         from trainers.staged import train_staged
         from trainers.step_dpo import StepDPOTrainer, load_pairs
@@ -102,15 +129,19 @@ def train(
             from stepdata.io import read_table
 
             rollouts_df = read_table(rollouts) if rollouts else None
-            model, stage_records = train_staged(model, tokenizer, pairs, args, stages, rollouts_df, peft_config)
+            model, stage_records = train_staged(model, tokenizer, pairs, args, stages, rollouts_df, peft_config,
+                                                callbacks=[lines])
             record.update(stages=stage_records)
         else:
-            trainer = StepDPOTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer,
-                                     peft_config=peft_config)
+            trainer = _quiet_printer(StepDPOTrainer(model=model, args=args, train_dataset=pairs,
+                                                    processing_class=tokenizer, peft_config=peft_config,
+                                                    callbacks=[lines]))
             output = trainer.train()
             model = trainer.model
             record.update(train_loss=output.training_loss, data=trainer.data_report.as_dict(),
-                          log=[h for h in trainer.state.log_history if "loss" in h][-5:])
+                          log=step_log(trainer.state.log_history))
+            record["hyperparameters"] = hyperparameters(method, args, lora_r=lora_r, stages=stages,
+                                                        optimizer_steps=trainer.state.max_steps)
     if peft_config is not None and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # a plain model folder every backend can load
     output_dir.mkdir(parents=True, exist_ok=True)

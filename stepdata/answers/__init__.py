@@ -2,7 +2,13 @@
 
 from stepdata.answers.extract import extract_answer, last_boxed
 from stepdata.answers.numbers import PlainNumber, numbers_equal, parse_plain_number
-from stepdata.answers.policy import LABEL_OUTCOMES, AnswerPolicy, Label, count_outcomes, is_unfinished
+from stepdata.answers.policy import (
+    LABEL_OUTCOMES,
+    AnswerPolicy,
+    Label,
+    count_outcomes,
+    is_unfinished,
+)
 from stepdata.answers.verify import (
     DEFAULT_CONFIG,
     AnswerCheckConfig,

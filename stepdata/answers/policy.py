@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepdata.answers.extract import extract_answer
-from stepdata.answers.verify import DEFAULT_CONFIG, AnswerCheckConfig, Verdict, check_answers
+from stepdata.answers.verify import (
+    DEFAULT_CONFIG,
+    AnswerCheckConfig,
+    Verdict,
+    check_answers,
+)
 
 # Every outcome a label can have. correct/wrong/no_answer/unfinished are labels;
 # check_failed/bad_gold are unknowns (correct is null, error is set).

@@ -1,32 +1,38 @@
 """ProcessBench's protocol: accuracy on erroneous samples, on correct samples, and their F1.
 
-A localizer answers, per sample, the 0-based index of the earliest wrong step or
--1 ("no error"). Accuracy on erroneous samples counts exact indices; accuracy on
-correct samples counts -1 answers; F1 is their harmonic mean (as published with
-ProcessBench). A localizer that gives no prediction (None: e.g. a judge none of
-whose replies could be read) is wrong on both subsets, as in the reference
-harness: a judge that never answers must not score 100% on correct samples.
-Such samples are counted (``no_verdict``), and so are the judge's unreadable
-replies. The rules' "no false claim" is a real prediction of -1.
+Any :class:`~stepdata.localize.base.Localizer` is scored; it sees each sample's
+question and steps (never the label). Its answer per sample is a prediction:
+status "error" predicts its error_step, "no_error" predicts -1 ("no error").
+Accuracy on erroneous samples counts exact indices; accuracy on correct samples
+counts -1 answers; F1 is their harmonic mean (as published with ProcessBench).
+Any other answer ("unknown": e.g. a judge none of whose replies could be read;
+"unfinished"; a failure) is no prediction and is wrong on both subsets, as in the
+reference harness: a judge that never answers must not score 100% on correct
+samples. Such samples are counted (``no_verdict``), and so are the unreadable
+replies a localizer reports in its evidence (``unreadable``). The rules' "no
+false claim" is a real prediction of -1.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from stepdata.loaders import load_problems
-from stepdata.localize.judge import JudgeItem, JudgeLocalizer
-from stepdata.localize.rules import Tolerance, localize_by_rules
+from stepdata.localize.base import (
+    Localization,
+    Localizer,
+    Solution,
+    locate_checked,
+    needs_of,
+)
 
-# Takes many solutions at once (a judge batches them into one generate call) and returns, per
-# solution, the predicted index (None: cannot tell) and its cost {"calls": .., "tokens": ..}.
-Localizer = Callable[[list["JudgeItem"]], list[tuple[int | None, dict[str, Any]]]]
+# What a ProcessBench sample gives a localizer: the question and the steps; no gold answer, reference or meta.
+_GIVEN = {"question"}
 
 
 @dataclass
@@ -53,39 +59,18 @@ HEADER = ("| subset             | samples | err. acc. | corr. acc |    F1 |  cal
           "|--------------------|---------|-----------|-----------|-------|--------|----------|------------|---------|")
 
 
-def rules_localizer(items: list[JudgeItem], tolerance: Tolerance = "written") -> list[tuple[int | None, dict[str, Any]]]:
-    """The rules as a batch localizer: the first false claim's step, or -1 when none is false."""
-    return [(localize_by_rules(list(item.steps), tolerance).error_step, {"calls": 0, "tokens": 0}) for item in items]
-
-
-def judge_localizer(judge: JudgeLocalizer, fallback_rules: bool = False, tolerance: Tolerance = "written") -> Localizer:
-    """A batch localizer from a judge (optionally: rules first, the judge where rules find no false claim)."""
-
-    def localize(items: list[JudgeItem]) -> list[tuple[int | None, dict[str, Any]]]:
-        found: dict[str, int] = {}
-        if fallback_rules:
-            for item in items:
-                step = localize_by_rules(list(item.steps), tolerance).error_step
-                if step is not None and step >= 0:
-                    found[item.item_id] = step
-        ask = [item for item in items if item.item_id not in found]
-        verdicts = {item.item_id: v for item, v in zip(ask, judge.localize(ask))} if ask else {}
-        out: list[tuple[int | None, dict[str, Any]]] = []
-        for item in items:
-            if item.item_id in found:
-                out.append((found[item.item_id], {"calls": 0, "tokens": 0}))
-            else:
-                verdict = verdicts[item.item_id]
-                out.append((verdict.error_step, {"calls": verdict.calls, "tokens": verdict.tokens,
-                                                 "unreadable": verdict.unreadable}))
-        return out
-
-    return localize
+def prediction(found: Localization) -> int | None:
+    """The index a localization predicts: its step for "error", -1 for "no_error", else None (no prediction)."""
+    return {"error": found.error_step, "no_error": -1}.get(found.status)
 
 
 def run_processbench(subset: str, localizer: Localizer, *, data_dir: str | None = None, limit: int | None = None,
                      predictions: list[dict[str, Any]] | None = None) -> BenchResult:
     """Score ``localizer`` on ``processbench:<subset>`` (gsm8k or math); ``limit`` takes a balanced slice."""
+    lacking = needs_of(localizer) - _GIVEN
+    if lacking:
+        raise ValueError(f"localizer {localizer.name!r} needs the problems' {', '.join(sorted(lacking))}, "
+                         "which ProcessBench does not give (it gives the question and the steps)")
     problems: pd.DataFrame = load_problems(f"processbench:{subset}", data_dir=data_dir)
     if limit is not None:  # a balanced slice: the first limit/2 erroneous and limit/2 correct samples
         labels = problems.meta.map(lambda m: json.loads(m)["label"])
@@ -95,15 +80,15 @@ def run_processbench(subset: str, localizer: Localizer, *, data_dir: str | None 
     start = time.monotonic()
     right_err = n_err = right_ok = n_ok = calls = tokens = unreadable = no_verdict = 0
     metas = [json.loads(m) for m in problems.meta]
-    items = [JudgeItem(str(pid), question, meta["steps"]) for pid, question, meta in zip(problems.problem_id, problems.question, metas)]
-    answers = localizer(items)
-    for row, meta, (predicted, cost) in zip(problems.itertuples(), metas, answers):
+    solutions = [Solution(str(pid), str(pid), question, meta["steps"])
+                 for pid, question, meta in zip(problems.problem_id, problems.question, metas)]
+    for row, meta, found in zip(problems.itertuples(), metas, locate_checked(localizer, solutions)):
         # no prediction: a mismatch whatever the label (never read as "no error")
-        predicted = None if predicted is None else int(predicted)
+        predicted = prediction(found)
         no_verdict += predicted is None
-        calls += cost.get("calls", 0)
-        tokens += cost.get("tokens", 0)
-        unreadable += cost.get("unreadable", 0)
+        calls += found.calls
+        tokens += found.tokens
+        unreadable += int(found.evidence.get("unreadable", 0))
         if meta["label"] == -1:
             n_ok += 1
             right_ok += predicted == -1

@@ -30,10 +30,15 @@ class Generator(ABC):
     """Samples completions from one model. Use as a context manager to release it."""
 
     backend: str = "base"
+    dtype: str | None = None  # what the model computes in; None where a server decides it
 
     def __init__(self, model: str) -> None:
         self.model = model
         self.last_stats: GenerationStats | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, model and dtype: what a stage records so its table says which engine made it."""
+        return {"backend": self.backend, "model": str(self.model), "dtype": self.dtype}
 
     def generate(
         self, requests: Sequence[GenerationRequest], sampling: SamplingConfig, *, progress: bool = True
@@ -93,13 +98,43 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> ``vllm`` when it is installed, else ``hf``; ``transformers`` -> ``hf``."""
+    if backend == "auto":
+        return "vllm" if vllm_available() else "hf"
+    return "hf" if backend == "transformers" else backend
+
+
+def describe_engine(backend: str, model: str, **options: Any) -> dict[str, Any]:
+    """What :meth:`Generator.describe` will say, worked out without loading anything.
+
+    A stage puts this into its run config (and so into its table's metadata and the
+    config a resumed run is checked against) before it builds the engine, so the
+    check of a finished run needs no engine. It is a function of the command's
+    options, the model's config and the device only, so a resumed run computes the
+    same description. A server's dtype is its own business: None.
+    """
+    from stepdata.generation.dtypes import choose_hf_dtype, choose_vllm_dtype
+
+    backend = resolve_backend(backend)
+    dtype: str | None = None
+    if backend == "vllm":
+        dtype, _ = choose_vllm_dtype(model, options.get("dtype", "auto"))
+    elif backend == "hf":
+        from stepdata.generation.hf_backend import pick_device
+
+        dtype = choose_hf_dtype(pick_device(options.get("device", "auto")), options.get("dtype"))
+    elif backend != "openai":
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS + ('auto',)}")
+    return {"backend": backend, "model": str(model), "dtype": dtype}
+
+
 def make_generator(backend: str, model: str, **options: Any) -> Generator:
     """Build a backend by name: ``vllm``, ``openai``, ``hf`` (transformers) or ``auto``.
 
     ``auto`` picks vLLM when it is installed and transformers otherwise.
     """
-    if backend == "auto":
-        backend = "vllm" if vllm_available() else "hf"
+    backend = resolve_backend(backend)
     if backend == "vllm":
         from stepdata.generation.vllm_backend import VLLMGenerator
 
@@ -108,7 +143,7 @@ def make_generator(backend: str, model: str, **options: Any) -> Generator:
         from stepdata.generation.openai_backend import OpenAIGenerator
 
         return OpenAIGenerator(model, **options)
-    if backend in ("hf", "transformers"):
+    if backend == "hf":
         from stepdata.generation.hf_backend import TransformersGenerator
 
         return TransformersGenerator(model, **options)

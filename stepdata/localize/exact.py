@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from stepdata.answers import answers_match, extract_answer
 from stepdata.answers.safe_expr import UnsafeExpression, evaluate_exact
+from stepdata.localize.base import Localization, Solution, register_localizer
 from stepdata.localize.rules import claims_in
 
 _LAST_SIDE = re.compile(r"=\s*([^=]+)$")
@@ -115,6 +116,23 @@ def exact_first_error(steps: Sequence[str], meta: Any, *, finished: bool = True)
         return ExactVerdict(len(steps) - 1, f"step {len(steps) - 1}: states the answer {answer}, gold is {gold[-1]}",
                             "error")
     return ExactVerdict(-1, "every step matches the gold steps", "no_error")
+
+
+@register_localizer("exact")
+class ExactLocalizer:
+    """:func:`exact_first_error` as a :class:`~stepdata.localize.base.Localizer` ("exact"); reads the problem's meta."""
+
+    name = "exact"
+    needs = ("meta",)
+
+    def locate(self, solutions: Sequence[Solution]) -> list[Localization]:
+        results = []
+        for solution in solutions:
+            found = exact_first_error(solution.steps, solution.meta, finished=solution.finished)
+            certain = found.status in ("error", "no_error")  # checked against the gold steps, not estimated
+            results.append(Localization(found.error_step, found.status, confidence=1.0 if certain else None,
+                                        evidence={"check": found.rationale}, method=self.name, note=found.rationale))
+        return results
 
 
 def verify_step(step: str, index: int, meta: Any = None) -> bool | None:

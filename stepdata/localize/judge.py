@@ -28,6 +28,14 @@ from dataclasses import dataclass, field
 
 from stepdata.answers.extract import last_boxed
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig
+from stepdata.localize.base import (
+    Fallback,
+    Localization,
+    Solution,
+    register_localizer,
+    status_for,
+)
+from stepdata.localize.rules import RulesLocalizer, Tolerance
 from stepdata.prompts import load_prompt
 from stepdata.steps import step_body
 
@@ -106,10 +114,21 @@ class JudgeVerdict:
         return f"{text}; {self.error}" if self.error else text
 
     @property
+    def evidence(self) -> dict:
+        """The summary, votes, unreadable count, error and every raw reply (JSON-able)."""
+        return {"summary": self.summary, "votes": self.votes, "unreadable": self.unreadable, "error": self.error,
+                "replies": self.replies}
+
+    @property
     def rationale(self) -> str:
-        """The evidence for the localized table: JSON with the summary, votes and raw replies."""
-        return json.dumps({"summary": self.summary, "votes": self.votes, "unreadable": self.unreadable,
-                           "error": self.error, "replies": self.replies}, ensure_ascii=False)
+        """The evidence for the localized table, as JSON."""
+        return json.dumps(self.evidence, ensure_ascii=False)
+
+    def localization(self, finished: bool = True) -> Localization:
+        """The vote as a :class:`Localization`: -1 is "no_error" (in a cut solution "unfinished"), no readable vote "unknown"."""
+        error_step, status = status_for(self.error_step, finished)
+        return Localization(error_step, status, confidence=self.confidence, evidence=self.evidence, method="judge",
+                            calls=self.calls, tokens=self.tokens, error=self.error)
 
 
 def judge_evidence(rationale: str | None) -> dict | None:
@@ -137,8 +156,13 @@ class JudgeLocalizer:
     """Asks ``generator`` to locate the first error, ``votes`` samples per solution.
 
     ``temperature`` and ``top_p`` are the judge's sampling settings (k votes need
-    some diversity; defaults 0.7 and 0.95).
+    some diversity; defaults 0.7 and 0.95). As a
+    :class:`~stepdata.localize.base.Localizer` ("judge") it reads the question (and the
+    reference solution, for the Step-DPO protocol).
     """
+
+    name = "judge"
+    needs = ("question",)
 
     def __init__(self, generator: Generator, protocol: str = "processbench", votes: int = 5,
                  temperature: float = 0.7, max_tokens: int = 1024, seed: int = 0, top_p: float = 0.95) -> None:
@@ -187,3 +211,26 @@ class JudgeLocalizer:
                 verdict.confidence = readable.count(verdict.error_step) / len(parsed)
             verdicts.append(verdict)
         return verdicts
+
+    def locate(self, solutions: Sequence[Solution]) -> list[Localization]:
+        """:meth:`localize` over solutions: one generate call for all of them."""
+        items = [JudgeItem(s.solution_id, s.question or "", s.steps, s.reference) for s in solutions]
+        return [verdict.localization(s.finished) for s, verdict in zip(solutions, self.localize(items))]
+
+
+@register_localizer("judge")
+def make_judge(generator: Generator, protocol: str = "processbench", votes: int = 5, judge_max_tokens: int = 1024,
+               judge_temperature: float = 0.7, judge_top_p: float = 0.95, seed: int = 0) -> JudgeLocalizer:
+    """The "judge" localizer, its options named as the CLI's."""
+    return JudgeLocalizer(generator, protocol, votes=votes, temperature=judge_temperature, max_tokens=judge_max_tokens,
+                          seed=seed, top_p=judge_top_p)
+
+
+@register_localizer("rules+judge")
+def make_rules_then_judge(generator: Generator, rules_tolerance: Tolerance = "written", protocol: str = "processbench",
+                          votes: int = 5, judge_max_tokens: int = 1024, judge_temperature: float = 0.7,
+                          judge_top_p: float = 0.95, seed: int = 0) -> Fallback:
+    """The rules first, the judge wherever they find no false claim (a cut solution included: the judge may
+    still find an error in the steps it has)."""
+    judge = make_judge(generator, protocol, votes, judge_max_tokens, judge_temperature, judge_top_p, seed)
+    return Fallback(RulesLocalizer(rules_tolerance), judge, when=("no_error", "unknown", "unfinished"))

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from stepdata.answers import AnswerPolicy
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig
+from stepdata.localize.base import Localization, Solution, register_localizer
 from stepdata.prompts import load_prompt
 from stepdata.steps import join_steps
 
@@ -92,6 +93,15 @@ class MCVerdict:
             text += "; cut at max_tokens, continuations from its last step still reach the answer"
         return text
 
+    def localization(self, method: str) -> Localization:
+        """The estimate as a :class:`Localization` (confidence: the MC value at the located step's prefix)."""
+        evidence = {"mc": dict(self.mc), "unchecked": dict(self.unchecked), "probes": self.probes,
+                    "rollouts": self.rollouts}
+        return Localization(self.error_step, self.status,
+                            confidence=self.mc.get(self.error_step) if self.error_step is not None else None,
+                            evidence=evidence, method=method, calls=self.probes, tokens=self.tokens, error=self.error,
+                            note=self.rationale)
+
 
 @dataclass
 class _Search:
@@ -112,8 +122,13 @@ class RolloutLocalizer:
 
     ``answer_policy`` labels the continuations (default :class:`AnswerPolicy`: explicit
     answers only, unfinished never right); pass the run's policy so the CLI's answer
-    options (``--last-number-fallback``, the check time-out) apply here too.
+    options (``--last-number-fallback``, the check time-out) apply here too. As a
+    :class:`~stepdata.localize.base.Localizer` ("rollouts") it reads the question and the
+    gold answer and records its method as ``rollouts-<search>``.
     """
+
+    name = "rollouts"
+    needs = ("question", "answer")
 
     def __init__(self, generator: Generator, *, template: str = "step_by_step", rollouts: int = 8,
                  search: str = "binary", temperature: float = 0.8, top_p: float = 0.95, max_tokens: int = 512,
@@ -186,6 +201,21 @@ class RolloutLocalizer:
                 else:
                     state.verdict.error_step = state.hi - 1
         return [s.verdict for s in states]
+
+    def locate(self, solutions: Sequence[Solution]) -> list[Localization]:
+        """:meth:`localize` over solutions: every solution advances together, one generate call a probe round."""
+        items = [RolloutItem(s.solution_id, s.question or "", s.answer or "", s.steps, finished=s.finished)
+                 for s in solutions]
+        return [verdict.localization(f"rollouts-{self.search}") for verdict in self.localize(items)]
+
+
+@register_localizer("rollouts")
+def make_rollouts(generator: Generator, rollouts: int = 8, search: str = "binary",
+                  answer_policy: AnswerPolicy | None = None, template: str = "step_by_step", temperature: float = 0.8,
+                  top_p: float = 0.95, max_tokens: int = 512, seed: int = 0) -> RolloutLocalizer:
+    """The "rollouts" localizer; ``generator`` is the policy, ``rollouts`` the continuations per probed prefix."""
+    return RolloutLocalizer(generator, template=template, rollouts=rollouts, search=search, temperature=temperature,
+                            top_p=top_p, max_tokens=max_tokens, seed=seed, answer_policy=answer_policy)
 
 
 def max_binary_probes(n_steps: int) -> int:

@@ -25,11 +25,18 @@ not a proof, since rules cannot see an error that is not false arithmetic.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
 from stepdata.answers.safe_expr import MAX_EXPR_CHARS, UnsafeExpression, evaluate_exact
+from stepdata.localize.base import (
+    Localization,
+    Solution,
+    register_localizer,
+    status_for,
+)
 
 TOLERANCES = ("written", "rounded")
 Tolerance = Literal["written", "rounded"]
@@ -186,6 +193,7 @@ class RulesVerdict:
     error_step: int | None
     rationale: str
     claims_checked: int
+    claim: Claim | None = None  # the false claim, when one was found
 
 
 def localize_by_rules(steps: list[str], tolerance: Tolerance = "written") -> RulesVerdict:
@@ -202,5 +210,44 @@ def localize_by_rules(steps: list[str], tolerance: Tolerance = "written") -> Rul
         for claim in claims_in(step, tolerance):
             checked += 1
             if not claim.holds:
-                return RulesVerdict(index, f"step {index}: '{claim.text}' is false ({claim.detail})", checked)
+                return RulesVerdict(index, f"step {index}: '{claim.text}' is false ({claim.detail})", checked, claim)
     return RulesVerdict(-1, f"no false claim in {checked} checked", checked)
+
+
+class RulesLocalizer:
+    """The rules as a :class:`~stepdata.localize.base.Localizer` ("rules").
+
+    No false claim is a prediction of "no error" (-1, ProcessBench's answer for a clean
+    solution), except where it cannot be: in a solution cut at max_tokens it is
+    "unfinished", and in one whose answer is known to be wrong (a wrong rollout) some
+    step is wrong that the rules cannot see, so it is "unknown".
+    """
+
+    name = "rules"
+    needs: tuple[str, ...] = ()
+
+    def __init__(self, tolerance: Tolerance = "written") -> None:
+        _check_tolerance(tolerance)
+        self.tolerance = tolerance
+
+    def locate_one(self, solution: Solution) -> Localization:
+        """The rules' answer for one solution (they cost nothing, so there is nothing to batch)."""
+        verdict = localize_by_rules(list(solution.steps), self.tolerance)
+        error_step, status = status_for(verdict.error_step, solution.finished)
+        if status == "no_error" and solution.answer_correct is False:
+            error_step, status = None, "unknown"
+        evidence: dict = {"claims_checked": verdict.claims_checked}
+        if verdict.claim is not None:
+            evidence |= {"false_claim": verdict.claim.text, "detail": verdict.claim.detail}
+        note = verdict.rationale + ("; cut at max_tokens" if status == "unfinished" else "")
+        return Localization(error_step, status, confidence=1.0 if status == "error" else None, evidence=evidence,
+                            method=self.name, note=note)
+
+    def locate(self, solutions: Sequence[Solution]) -> list[Localization]:
+        return [self.locate_one(solution) for solution in solutions]
+
+
+@register_localizer("rules")
+def make_rules(rules_tolerance: Tolerance = "written") -> RulesLocalizer:
+    """The "rules" localizer; ``rules_tolerance`` is the precision mode (module doc)."""
+    return RulesLocalizer(rules_tolerance)

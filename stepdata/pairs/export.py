@@ -35,6 +35,11 @@ appends the tokenizer's EOS to every chosen and rejected; train step-level pairs
 with it only knowingly, or carry the two flags (``extra_columns``) and handle EOS
 in a custom collator. Whole-solution pairs (``dpo``, and ``scdpo`` where both
 sides end the solution) are unaffected.
+
+Reading back: :func:`read_pairs` reads a pairs table or a ``parquet`` / ``jsonl``
+export (a split's file too), which is what ``stepdata train`` and ``stepdata
+combine`` take. The ``trl`` and ``step-dpo`` layouts leave out the prefix steps,
+kinds and flags the trainers need, so they are refused there with that advice.
 """
 
 from __future__ import annotations
@@ -50,7 +55,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stepdata import __version__
-from stepdata.io import METADATA_KEY, redact_secrets, to_arrow
+from stepdata.io import (
+    METADATA_KEY,
+    SchemaError,
+    read_metadata,
+    read_table,
+    redact_secrets,
+    to_arrow,
+)
 from stepdata.pairs.build import pair_prompt_text, partial_answer
 from stepdata.schema import PAIRS
 from stepdata.steps import join_steps
@@ -281,3 +293,88 @@ def read_dropped(path: str | os.PathLike) -> pd.DataFrame:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return pd.DataFrame([json.loads(line) for line in lines], columns=[*PAIRS.names, *DROP_COLUMNS])
     return pq.read_table(path).to_pandas()
+
+
+def _layout_of(columns: Sequence[str]) -> str | None:
+    """Which export layout a set of column names is (None: neither trl nor step-dpo)."""
+    if "initial_reason_steps" in columns:
+        return "step-dpo"
+    if "prompt" in columns:  # pairs rows carry prompt_messages, never a rendered prompt
+        return "trl"
+    return None
+
+
+def _not_pairs_rows(path: Path, layout: str) -> ExportError:
+    return ExportError(
+        f"{path} is a {layout} export (columns {list(TRL_COLUMNS if layout == 'trl' else STEP_DPO_COLUMNS)}), "
+        "not pairs rows: the trainers and `stepdata combine` read the pairs columns (prefix steps, kind, flags). "
+        "Export with --format parquet or --format jsonl to get filtered, split pairs they can read")
+
+
+def missing_pairs_hint(path: str | os.PathLike) -> str:
+    """The split files `stepdata export --test-fraction` wrote instead of ``path``, named for the user."""
+    found = [str(sibling_path(path, tag, suffix)) for tag in ("train", "test")
+             for suffix in (Path(path).suffix, ".parquet", ".jsonl") if sibling_path(path, tag, suffix).exists()]
+    found = list(dict.fromkeys(found))
+    if not found:
+        return f"{path} does not exist"
+    return f"{path} does not exist; the export with a test split wrote {' and '.join(found)}: pass one of them"
+
+
+def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
+    """Pairs rows from a pairs table or from what ``export --format parquet|jsonl`` wrote (a split too).
+
+    Training and combining should see the deduplicated, filtered, split data an
+    export leaves, in either of its pairs formats; every row is validated against
+    the pairs schema. A trl or step-dpo export (rendered prompts, no prefix steps or
+    kinds) is refused with a message saying how to export pairs rows instead.
+    Raises FileNotFoundError, ExportError or SchemaError (both ValueErrors) naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(missing_pairs_hint(path))
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        try:
+            meta = read_metadata(path)
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid (not Parquet) is a ValueError
+            raise ExportError(f"{path}: not a Parquet pairs table or a JSON lines pairs export ({exc})") from None
+        layout = str(meta.get("kind", "")).removeprefix("export:")
+        if layout in ("trl", "step-dpo"):
+            raise _not_pairs_rows(path, layout)
+        df = read_table(path, kind="pairs")
+        unknown = [c for c in df.columns if c not in PAIRS.names]
+        if unknown:
+            raise SchemaError(f"{path}: pairs table has unknown column(s) {unknown}")
+        return df[list(PAIRS.names)]
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ExportError(f"{path}, line {number}: not JSON ({exc})") from None
+            if not isinstance(record, dict):
+                raise ExportError(f"{path}, line {number}: a pairs row is a JSON object, not {type(record).__name__}")
+            records.append(record)
+    if not records:
+        raise ExportError(f"{path} has no rows")
+    layout = _layout_of(list(records[0]))
+    if layout is not None:
+        raise _not_pairs_rows(path, layout)
+    for number, record in enumerate(records, start=1):
+        missing = [name for name in PAIRS.names if name not in record]
+        unknown = [name for name in record if name not in PAIRS.names]
+        if missing or unknown:
+            raise SchemaError(f"{path}, row {number}: not a pairs row (missing {missing}, unknown {unknown})")
+    try:
+        table = to_arrow(pd.DataFrame(records, columns=list(PAIRS.names)), "pairs")
+    except SchemaError as exc:
+        raise SchemaError(f"{path}: {exc}") from None
+    df = table.to_pandas()
+    for field in table.schema:  # lists as Python lists, as read_table gives them
+        if pa.types.is_list(field.type):
+            df[field.name] = [None if v is None else list(v) for v in df[field.name]]
+    df.attrs["stepdata"] = {"kind": "pairs", "read_from": "jsonl"}
+    return df

@@ -10,126 +10,95 @@ summary counts them, so nothing disappears unremarked.
 
 A rollout cut at ``max_tokens`` (``finish_reason == "length"``) in which no error
 is found is ``unfinished``, never "no error": its missing steps were never judged.
+The localizer is any registered one (:mod:`stepdata.localize.base`): the stage turns
+rollouts (and their problems) into :class:`~stepdata.localize.base.Solution` s, asks
+it once per batch, and writes its :class:`~stepdata.localize.base.Localization` s.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
 
 from stepdata.answers import is_unfinished
-from stepdata.localize.exact import exact_first_error
-from stepdata.localize.judge import JudgeItem, JudgeLocalizer, judge_evidence
-from stepdata.localize.rollouts import RolloutItem, RolloutLocalizer
-from stepdata.localize.rules import Tolerance, localize_by_rules
+from stepdata.localize import make_localizer
+from stepdata.localize.base import (
+    Localization,
+    Localizer,
+    Solution,
+    locate_checked,
+    needs_of,
+)
+from stepdata.localize.judge import judge_evidence
 from stepdata.schema import LOCALIZE_STATUSES, LOCALIZED, status_of_error_step
 
-METHODS = ("rules", "exact", "judge", "rules+judge", "rollouts")
+
+def _value(value: Any) -> Any:
+    """A table cell, None for a missing one (pandas reads a null as NaN in some columns)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _verdict(error_step: int | None, unfinished: bool) -> tuple[int | None, str]:
-    """(error_step, status) for a method's answer: "no error" in a cut solution is unfinished."""
-    if error_step is None:
-        return None, "unknown"
-    if error_step == -1:
-        return (None, "unfinished") if unfinished else (-1, "no_error")
-    return error_step, "error"
+def _steps(row: dict[str, Any]) -> list[str]:
+    steps = row.get("steps")
+    return [] if steps is None else list(steps)
 
 
 class LocalizeStage:
     """Adds the localization columns to a batch of wrong rollouts (a stage's ``process``).
 
-    ``rules+judge`` runs the rules first and asks the judge only where they find
-    no false claim. The judge needs each problem's question (and, for the Step-DPO
-    protocol, its reference solution): pass the problems table (a problem listed
-    twice is used once). ``rules_tolerance`` is the rules' precision mode
-    (:mod:`stepdata.localize.rules`).
+    ``localizer`` is a :class:`~stepdata.localize.base.Localizer` or a registered name,
+    built with ``options`` (:func:`~stepdata.localize.make_localizer`: e.g. ``generator=``
+    for the judge or the policy, ``rules_tolerance=``). A localizer that reads the
+    question, gold answer, reference or meta (its ``needs``) gets them from
+    ``problems`` (a problem listed twice is used once), which must then be given.
     """
 
-    def __init__(self, method: str = "rules", judge: JudgeLocalizer | None = None,
-                 problems: pd.DataFrame | None = None, rollouts: RolloutLocalizer | None = None,
-                 rules_tolerance: Tolerance = "written") -> None:
-        if method not in METHODS:
-            raise ValueError(f"unknown localization method {method!r}; available: {list(METHODS)}")
-        if "judge" in method and (judge is None or problems is None):
-            raise ValueError(f"method {method!r} needs a judge and the problems table")
-        if method == "exact" and problems is None:
-            raise ValueError("method 'exact' needs the problems table (embedded problems carry their gold steps)")
-        if method == "rollouts" and (rollouts is None or problems is None):
-            raise ValueError("method 'rollouts' needs the policy (a RolloutLocalizer) and the problems table")
-        self.method, self.judge, self.rollouts, self.rules_tolerance = method, judge, rollouts, rules_tolerance
+    def __init__(self, localizer: str | Localizer = "rules", problems: pd.DataFrame | None = None,
+                 **options: Any) -> None:
+        if not isinstance(localizer, str) and options:
+            raise ValueError(f"options {sorted(options)} are for building a localizer by name; this one is built")
+        self.localizer = make_localizer(localizer, **options) if isinstance(localizer, str) else localizer
+        self.needs = needs_of(self.localizer)
+        if self.needs and problems is None:
+            raise ValueError(f"localizer {self.localizer.name!r} needs the problems table "
+                             f"(for the problems' {', '.join(sorted(self.needs))})")
         self.problems = problems.drop_duplicates("problem_id").set_index("problem_id") if problems is not None else None
 
-    def _problem(self, problem_id: str) -> pd.Series:
-        try:
-            return self.problems.loc[problem_id]  # type: ignore[union-attr]
-        except KeyError:
-            raise ValueError(f"problems table lacks problem_id {problem_id!r} used by the rollouts") from None
+    @property
+    def method(self) -> str:
+        """The localizer's name (what rows it could not be asked about record as their method)."""
+        return self.localizer.name
 
-    def _judge_item(self, row: dict[str, Any]) -> JudgeItem:
-        problem = self.problems.loc[row["problem_id"]]  # type: ignore[union-attr]
-        return JudgeItem(row["rollout_id"], problem["question"], list(row.get("steps") or []), problem["solution"])
+    def _solution(self, row: dict[str, Any]) -> Solution:
+        problem: dict[str, Any] = {}
+        if self.problems is not None and row["problem_id"] in self.problems.index:
+            problem = {k: _value(v) for k, v in self.problems.loc[row["problem_id"]].items()}
+        correct = _value(row.get("correct"))
+        return Solution(row["rollout_id"], row["problem_id"], problem.get("question"), _steps(row),
+                        answer=problem.get("answer"), reference=problem.get("solution"), meta=problem.get("meta"),
+                        finished=not is_unfinished(row.get("finish_reason")),
+                        answer_correct=None if correct is None else bool(correct))
+
+    @staticmethod
+    def _columns(found: Localization) -> dict[str, Any]:
+        return {"error_step": found.error_step, "status": found.status, "method": found.method, "votes": found.votes,
+                "confidence": found.confidence, "rationale": found.rationale, "localizer_calls": found.calls,
+                "localizer_tokens": found.tokens, "error": found.error}  # an error is retried on resume
 
     def __call__(self, rollouts: pd.DataFrame) -> pd.DataFrame:
         records = rollouts.to_dict("records")
-        results: dict[str, dict[str, Any]] = {}
-        ask: list[dict[str, Any]] = []
-        for row in records:
-            steps = list(row.get("steps") or [])
-            unfinished = is_unfinished(row.get("finish_reason"))
-            base = {"method": self.method, "votes": None, "localizer_calls": 0, "localizer_tokens": 0, "error": row["error"]}
-            if not steps:
-                results[row["rollout_id"]] = base | {"error_step": None, "status": "unknown", "confidence": None,
-                                                     "rationale": "no steps to check"}
-                continue
-            if self.method == "exact":
-                found = exact_first_error(steps, self._problem(row["problem_id"])["meta"], finished=not unfinished)
-                results[row["rollout_id"]] = base | {
-                    "error_step": found.error_step, "status": found.status, "rationale": found.rationale,
-                    "confidence": 1.0 if found.status in ("error", "no_error") else None}
-                continue
-            if "rules" in self.method:
-                verdict = localize_by_rules(steps, self.rules_tolerance)
-                false_claim = verdict.error_step is not None and verdict.error_step >= 0
-                if false_claim or self.method == "rules":
-                    # the rollout's answer is wrong, so some step is: rules that find no false claim
-                    # cannot say which (unknown), nor call it error-free
-                    error_step, status = (verdict.error_step, "error") if false_claim else (
-                        None, "unfinished" if unfinished else "unknown")
-                    why = verdict.rationale + ("; cut at max_tokens" if status == "unfinished" else "")
-                    results[row["rollout_id"]] = base | {
-                        "method": "rules", "error_step": error_step, "status": status,
-                        "confidence": 1.0 if status == "error" else None, "rationale": why}
-                    continue
-            ask.append(row)
-        if ask:
+        ask = [row for row in records if _steps(row)]
+        if ask and self.needs:
             missing = sorted({r["problem_id"] for r in ask} - set(self.problems.index))  # type: ignore[union-attr]
             if missing:
                 raise ValueError(f"problems table lacks problem_id(s) {missing[:5]} used by the rollouts")
-        if ask and self.method == "rollouts":
-            items = [RolloutItem(r["rollout_id"], self.problems.loc[r["problem_id"], "question"],  # type: ignore[union-attr]
-                                 self.problems.loc[r["problem_id"], "answer"], list(r["steps"]),  # type: ignore[union-attr]
-                                 finished=not is_unfinished(r.get("finish_reason"))) for r in ask]
-            for row, mc in zip(ask, self.rollouts.localize(items)):  # type: ignore[union-attr]
-                results[row["rollout_id"]] = {
-                    "method": f"rollouts-{self.rollouts.search}", "error_step": mc.error_step,  # type: ignore[union-attr]
-                    "status": mc.status, "votes": None,
-                    "confidence": mc.mc.get(mc.error_step) if mc.error_step is not None else None,
-                    "rationale": mc.rationale, "localizer_calls": mc.probes, "localizer_tokens": mc.tokens,
-                    "error": mc.error,
-                }
-            ask = []
-        if ask:
-            for row, verdict in zip(ask, self.judge.localize([self._judge_item(r) for r in ask])):  # type: ignore[union-attr]
-                error_step, status = _verdict(verdict.error_step, is_unfinished(row.get("finish_reason")))
-                results[row["rollout_id"]] = {
-                    "method": "judge", "error_step": error_step, "status": status, "votes": verdict.votes,
-                    "confidence": verdict.confidence, "rationale": verdict.rationale,
-                    "localizer_calls": verdict.calls, "localizer_tokens": verdict.tokens,
-                    "error": verdict.error,  # a judge that failed is retried on resume
-                }
-        rows = [row | results[row["rollout_id"]] for row in records]
+        found = locate_checked(self.localizer, [self._solution(row) for row in ask])
+        results = {row["rollout_id"]: self._columns(f) for row, f in zip(ask, found)}
+        nothing = {"error_step": None, "status": "unknown", "method": self.method, "votes": None, "confidence": None,
+                   "rationale": "no steps to check", "localizer_calls": 0, "localizer_tokens": 0}
+        rows = [row | results.get(row["rollout_id"], nothing) for row in records]
         return pd.DataFrame(rows, columns=LOCALIZED.names)
 
     @staticmethod

@@ -29,10 +29,12 @@ from typing import Any, Literal
 import pandas as pd
 
 from stepdata.answers import AnswerPolicy, is_unfinished
-from stepdata.generation import GenerationRequest, Generator, SamplingConfig
+from stepdata.generation import Generator, SamplingConfig
 from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
+from stepdata.pipeline.continuer import Continuer, Prefix
 from stepdata.pipeline.pairing import attempt_row, attempts_frame
+from stepdata.pipeline.run import StageRun
 from stepdata.prompts import load_prompt
 from stepdata.steps import join_steps, split_steps
 
@@ -78,11 +80,9 @@ class RectifyStage:
     def __init__(self, generator: Generator, problems: pd.DataFrame, config: RectifyConfig = RectifyConfig()):
         self.generator, self.config = generator, config
         self.template = load_prompt(config.template)
-        if not self.template.continues_assistant:
-            raise ValueError(f"template {config.template!r} must end with a partial assistant answer")
+        self.continuer = Continuer(generator, self.template, config.answer_policy())  # checks the template continues
         self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
         self.sampling = config.sampling()
-        self.answers = config.answer_policy()
         self._lock = threading.Lock()
         self.totals = {"completion_tokens": 0}
 
@@ -104,7 +104,7 @@ class RectifyStage:
     def __call__(self, localized: pd.DataFrame) -> pd.DataFrame:
         records = localized.to_dict("records")
         out: dict[str, dict[str, Any]] = {}
-        work: list[tuple[dict[str, Any], GenerationRequest]] = []
+        work: list[tuple[dict[str, Any], Prefix]] = []
         for row in records:
             skip = self._precheck(row)
             if skip is not None:
@@ -113,24 +113,17 @@ class RectifyStage:
                 continue
             problem = self.problems.loc[row["problem_id"]]
             prefix = join_steps(list(row["steps"])[: int(row["error_step"])])
-            messages = self.template.render_continuing(prefix, question=problem["question"])
-            work.append((row, GenerationRequest.chat(row["rollout_id"], messages)))
-        results = self.generator.generate([r for _, r in work], self.sampling, progress=False) if work else []
-        to_label = []
-        for (row, _), result in zip(work, results):
-            if result.ok:
-                answer = self.problems.loc[row["problem_id"], "answer"]
-                to_label += [(answer, c.text, c.finish_reason) for c in result.completions]
-        labels = iter(self.answers.label_many(to_label))
-        for (row, _), result in zip(work, results):
-            tokens = result.completion_tokens_total if result.ok else 0
+            work.append((row, Prefix(row["rollout_id"], problem["question"], prefix, gold=problem["answer"])))
+        continued = self.continuer.continue_and_label([p for _, p in work], self.sampling)
+        for (row, _), result in zip(work, continued):
+            tokens = result.tokens
             with self._lock:
                 self.totals["completion_tokens"] += tokens
             if not result.ok:
                 out[row["rollout_id"]] = attempt_row(row["rollout_id"], row["problem_id"], self.name, None,
-                                                     error=f"generation: {result.error}")
+                                                     error=result.error)
                 continue
-            row_labels = [next(labels) for _ in result.completions]
+            row_labels = result.labels
             failed = [label for label in row_labels if label.error is not None]
             if failed and not any(label.correct for label in row_labels):
                 out[row["rollout_id"]] = attempt_row(row["rollout_id"], row["problem_id"], self.name, None,
@@ -190,23 +183,38 @@ class RectifyStage:
                            unfinished=unfinished)
 
 
+def rectify_run(model: str, localized: pd.DataFrame, out: str, config: RectifyConfig = RectifyConfig(), *,
+                max_pairs_per_problem: int | None = None, batch_size: int = 64, shard: tuple[int, int] = (0, 1),
+                overwrite: bool = False, allow_config_change: bool = False, run_config: dict[str, Any] | None = None,
+                progress: bool = True) -> tuple[StageRun, pd.DataFrame]:
+    """Stage 3's resumable run and its units, built from the model's name alone.
+
+    Needs no engine, so a caller can check the output folder (``run.check(units)``: a
+    changed config, a finished run) before it spends time loading one.
+    """
+    from dataclasses import asdict
+
+    from stepdata.pipeline.pairing import attempts_path_for
+
+    settings = {"stage": "rectify", "model": model, "max_pairs_per_problem": max_pairs_per_problem,
+                **asdict(config), **(run_config or {})}
+    run = StageRun("rectify", attempts_path_for(out), "attempts", settings, key_column="unit_id",
+                   batch_size=batch_size, shard=shard, overwrite=overwrite, allow_config_change=allow_config_change,
+                   progress=progress)
+    return run, localized.assign(unit_id=localized["rollout_id"])  # the attempts table's key
+
+
 def run_rectify(generator: Generator, localized: pd.DataFrame, problems: pd.DataFrame, out: str,
                 config: RectifyConfig = RectifyConfig(), *, max_pairs_per_problem: int | None = None,
                 batch_size: int = 64, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
                 allow_config_change: bool = False, run_config: dict[str, Any] | None = None,
                 progress: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Stage 3 as a resumable run: attempts in ``OUT.attempts.parquet``, Step-DPO pairs in ``out``."""
-    from dataclasses import asdict
-
-    from stepdata.pipeline.pairing import attempts_path_for, run_pair_stage
-    from stepdata.pipeline.run import StageRun
+    from stepdata.pipeline.pairing import run_pair_stage
 
     stage = RectifyStage(generator, problems, config)
-    settings = {"stage": "rectify", "model": generator.model, "max_pairs_per_problem": max_pairs_per_problem,
-                **asdict(config), **(run_config or {})}
-    run = StageRun("rectify", attempts_path_for(out), "attempts", settings, key_column="unit_id",
-                   batch_size=batch_size, shard=shard, overwrite=overwrite, allow_config_change=allow_config_change,
-                   progress=progress)
-    units = localized.assign(unit_id=localized["rollout_id"])  # the attempts table's key
+    run, units = rectify_run(generator.model, localized, out, config, max_pairs_per_problem=max_pairs_per_problem,
+                             batch_size=batch_size, shard=shard, overwrite=overwrite,
+                             allow_config_change=allow_config_change, run_config=run_config, progress=progress)
     return run_pair_stage(run, units, stage, max_pairs_per_problem,
                           tokens_done=lambda: stage.totals["completion_tokens"])

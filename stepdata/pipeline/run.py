@@ -10,7 +10,9 @@ moment and started again with the same command:
 - retries the rows of recorded batches that carry an ``error`` (a request that ran
   out of retries, an answer check that timed out) and replaces them in place,
 - refuses to continue if the stage's config changed (its hash is in the manifest)
-  unless told to (``allow_config_change``) or told to start over (``overwrite``).
+  unless told to (``allow_config_change``) or told to start over (``overwrite``),
+  naming the settings that changed; :meth:`StageRun.check` does this (and says
+  whether the run is already finished) before any engine is loaded.
 
 ``shard=(i, N)`` keeps the units whose key hashes to i modulo N, so N machines
 (a SLURM array, a Ray job) can share a stage; :func:`merge_outputs` joins the
@@ -46,6 +48,51 @@ ProcessBatch = Callable[[pd.DataFrame], pd.DataFrame]
 
 class ConfigChanged(RuntimeError):
     """The output folder holds batches made with a different config."""
+
+
+_ABSENT = "(not set)"
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested config values under dotted keys (``sampling.temperature``), so a diff names the leaf."""
+    if isinstance(config, Mapping) and config:
+        flat: dict[str, Any] = {}
+        for key, value in config.items():
+            flat |= _flat(value, f"{prefix}{key}.")
+        return flat
+    return {prefix[:-1]: config}
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``"key: old -> new"`` for every setting that differs between two stage configs.
+
+    Both sides are compared as the manifest stores them (secrets redacted, JSON
+    values), so a refused resume can say which option changed without ever
+    printing a key, and a tuple read back as a list is not a change.
+    """
+    def stored(config: Mapping[str, Any]) -> dict[str, Any]:
+        return _flat(json.loads(json.dumps(redact_secrets(dict(config)), sort_keys=True, default=str)))
+
+    before, after = stored(old), stored(new)
+    lines = []
+    for key in sorted(before.keys() | after.keys()):
+        was, now = before.get(key, _ABSENT), after.get(key, _ABSENT)
+        if was != now:
+            show = [v if v is _ABSENT else json.dumps(v, ensure_ascii=False) for v in (was, now)]
+            lines.append(f"{key}: {show[0]} -> {show[1]}")
+    return lines
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """What :meth:`StageRun.check` found in the output folder before any work (or engine) started."""
+
+    batches_total: int
+    batches_done: int
+    error_rows: int
+    finished: bool
+    starting_over: bool = False
+    summary: dict[str, Any] | None = None
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -133,24 +180,71 @@ class StageRun:
 
     # -- manifest -------------------------------------------------------------------------
 
+    def _read_manifest(self) -> dict[str, Any] | None:
+        """The recorded manifest (None when there is none); refuses a changed config, naming the keys."""
+        if not self.manifest_path.exists():
+            return None
+        manifest = json.loads(self.manifest_path.read_text())
+        if manifest["config_hash"] != self.hash and not self.allow_config_change:
+            changes = config_diff(manifest.get("config", {}), self.config)
+            what = ("; ".join(changes) if changes else
+                    "no recorded setting differs, so a redacted (secret) or unrecorded one did")
+            raise ConfigChanged(
+                f"{self.parts} holds batches made with another config; changed: {what}. Rerun with the old "
+                "options, pass --overwrite to start over, or --allow-config-change to keep the old batches "
+                "and continue with the new config"
+            )
+        return manifest
+
     def _load_manifest(self) -> dict[str, Any]:
         if self.overwrite and self.parts.exists():
             for path in self.parts.glob(f"*{self.shard_label}*"):
                 path.unlink()
-        if not self.manifest_path.exists():
+        manifest = self._read_manifest()
+        if manifest is None:
             return {"stage": self.stage, "config_hash": self.hash, "config": redact_secrets(self.config),
                     "shard": self.shard_label, "batches": {}}
-        manifest = json.loads(self.manifest_path.read_text())
-        if manifest["config_hash"] != self.hash and not self.allow_config_change:
-            raise ConfigChanged(
-                f"{self.parts} holds batches made with another config (hash {manifest['config_hash']}, now "
-                f"{self.hash}); rerun with the old options, pass --overwrite to start over, or "
-                "--allow-config-change to keep the old batches and continue with the new config"
-            )
         if manifest["config_hash"] != self.hash:
             manifest.setdefault("earlier_config_hashes", []).append(manifest["config_hash"])
             manifest["config_hash"] = self.hash
         return manifest
+
+    def _shard_batches(self, units: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+        """This shard's units and their batches, in input order (the same split on every run)."""
+        index, total = self.shard
+        keys = units[self.key_column].astype(str)
+        if keys.duplicated().any():
+            raise ValueError(f"input has repeated {self.key_column} values, e.g. {keys[keys.duplicated()].iloc[0]!r}")
+        mine = units[[shard_of(k, total) == index for k in keys]].reset_index(drop=True)
+        return mine, [mine.iloc[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+
+    def check(self, units: pd.DataFrame) -> RunCheck:
+        """Look at the output folder before any work: call it before loading an engine.
+
+        Loading a model takes seconds to minutes; a changed config or a finished run
+        is known from the manifest alone. Raises ConfigChanged naming every setting
+        that changed (old -> new) unless ``allow_config_change``; reports whether the
+        shard is already finished (its output and summary written, every batch
+        recorded with as many units as now and no error rows left to retry), so a
+        caller can stop without loading anything. Writes and deletes nothing (with
+        ``overwrite`` the old batches go only when :meth:`run` starts).
+        """
+        _, batches = self._shard_batches(units)
+        if self.overwrite:
+            return RunCheck(len(batches), 0, 0, finished=False, starting_over=True)
+        manifest = self._read_manifest() or {"config_hash": self.hash, "batches": {}}
+        done = errors = 0
+        for number, batch in enumerate(batches):
+            name = f"part-{self.shard_label}-{number:06d}.parquet"
+            entry = manifest["batches"].get(name)
+            if entry is not None and (self.parts / name).exists() and entry.get("units") == len(batch):
+                errors += entry.get("error_rows", 0)
+                done += entry.get("error_rows", 0) == 0
+        summary_path = self.final.with_name(self.final.name + ".summary.json")
+        finished = (done == len(batches) and manifest["config_hash"] == self.hash and self.final.exists()
+                    and summary_path.exists())
+        summary = json.loads(summary_path.read_text()) if finished else None
+        return RunCheck(len(batches), done, errors, finished=finished, summary=summary)
 
     def _save_manifest(self, manifest: dict[str, Any]) -> None:
         tmp = self.manifest_path.with_suffix(f".{os.getpid()}.tmp")
@@ -169,11 +263,7 @@ class StageRun:
         """
         start = time.monotonic()
         index, total = self.shard
-        keys = units[self.key_column].astype(str)
-        if keys.duplicated().any():
-            raise ValueError(f"input has repeated {self.key_column} values, e.g. {keys[keys.duplicated()].iloc[0]!r}")
-        mine = units[[shard_of(k, total) == index for k in keys]].reset_index(drop=True)
-        batches = [mine.iloc[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+        mine, batches = self._shard_batches(units)
         self.parts.mkdir(parents=True, exist_ok=True)
         manifest = self._load_manifest()
         summary = RunSummary(self.stage, str(self.final), f"{index}/{total}", self.hash, units=len(mine),
@@ -183,7 +273,8 @@ class StageRun:
             name = f"part-{self.shard_label}-{number:06d}.parquet"
             path = self.parts / name
             entry = manifest["batches"].get(name)
-            if entry is not None and path.exists():
+            skipped = entry is not None and path.exists()
+            if skipped:
                 if entry.get("error_rows", 0):
                     retried, entry["error_rows"] = self._retry_errors(path, batch, process)
                     summary.rows_retried += retried
@@ -197,7 +288,7 @@ class StageRun:
                 self._save_manifest(manifest)
                 summary.batches_run += 1
             done_units += len(batch)
-            self._report(done_units, len(mine), start, tokens_done() if tokens_done else None)
+            self._report(done_units, len(mine), start, tokens_done() if tokens_done else None, skipped=skipped)
         output = self._assemble(len(batches))
         summary.rows = len(output)
         errors = output["error"].dropna()
@@ -238,14 +329,29 @@ class StageRun:
             return pd.DataFrame(columns=schema_for(self.kind).names)
         return pd.concat(frames, ignore_index=True)
 
-    def _report(self, done: int, total: int, start: float, tokens: int | None) -> None:
+    def _report(self, done: int, total: int, start: float, tokens: int | None, *, skipped: bool = False) -> None:
+        """One progress line after each batch; ``skipped``: the batch was found done (it costs no time).
+
+        The ETA is the pace of the batches this run processed (see ``EtaEstimator``):
+        a resumed run's finished batches shorten what is left but say nothing of how
+        fast the rest goes, and until the run has shown its pace the line says so.
+        """
+        from stepdata.generation.progress import EtaEstimator
+
+        estimator = getattr(self, "_eta", None)
+        if estimator is None or getattr(self, "_eta_start", None) != start:
+            estimator = self._eta = EtaEstimator(total, baseline="start", started=start)
+            self._eta_start = start
+        if skipped:
+            estimator.skip(done - estimator.done)
+        else:
+            estimator.update(done - estimator.done)
         if not self.progress:
             return
         elapsed = time.monotonic() - start
-        eta = (total - done) * elapsed / done if done else 0.0
         rate = f", {tokens / elapsed:.1f} tok/s" if tokens is not None and elapsed > 0 else ""
         print(f"{self.stage} [{self.shard[0]}/{self.shard[1]}]: {done}/{total} units{rate}, {elapsed:.0f}s, "
-              f"ETA {eta:.0f}s", file=sys.stderr, flush=True)
+              f"{estimator.describe()}", file=sys.stderr, flush=True)
 
 
 def merge_outputs(paths: list[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:

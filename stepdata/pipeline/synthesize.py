@@ -36,11 +36,13 @@ from typing import Any
 import pandas as pd
 
 from stepdata.answers import AnswerPolicy
-from stepdata.generation import STOP_EOS, STOP_LENGTH, GenerationRequest, Generator, SamplingConfig
+from stepdata.generation import STOP_EOS, STOP_LENGTH, Generator, SamplingConfig
 from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
+from stepdata.pipeline.continuer import Continued, Continuer, Prefix
 from stepdata.pipeline.pairing import attempt_row, attempts_frame
 from stepdata.pipeline.rectify import normalized
+from stepdata.pipeline.run import StageRun
 from stepdata.prompts import load_prompt
 from stepdata.steps import (
     join_steps,
@@ -109,10 +111,9 @@ class SynthesizeStage:
     def __init__(self, generator: Generator, problems: pd.DataFrame, config: SynthesizeConfig = SynthesizeConfig()):
         self.generator, self.config = generator, config
         self.template = load_prompt(config.template)
-        if not self.template.continues_assistant:
-            raise ValueError(f"template {config.template!r} must end with a partial assistant answer")
         self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
         self.answers = config.answer_policy()
+        self.continuer = Continuer(generator, self.template, self.answers)  # checks the template continues
         self._lock = threading.Lock()
         self.totals = {"completion_tokens": 0}
 
@@ -153,11 +154,11 @@ class SynthesizeStage:
             out[row["unit_id"]] = self._attempt(row, mine, errors.get(index))
         return attempts_frame([out[r["unit_id"]] for r in records])
 
-    def _request(self, row: dict[str, Any], branch: _Branch, level: int) -> GenerationRequest:
+    def _prefix(self, row: dict[str, Any], branch: _Branch, level: int) -> Prefix:
         question = self.problems.loc[row["problem_id"], "question"]
         prefix = join_steps(list(row["steps"])[: branch.cut]) + branch.text
         request_id = f"{row['unit_id']}@{branch.cut}" + (f"#{branch.round}@{level}" if level else "")
-        return GenerationRequest.chat(request_id, self.template.render_continuing(prefix, question=question))
+        return Prefix(request_id, question, prefix)
 
     def _grow(self, records: list[dict[str, Any]], branches: list[_Branch]) -> dict[int, str]:
         """Generate every branch step by step; returns generation errors by unit."""
@@ -171,27 +172,29 @@ class SynthesizeStage:
                 groups: dict[tuple[int, int], list[_Branch]] = {}
                 for b in active:
                     groups.setdefault((b.unit, b.cut), []).append(b)
-                requests = [self._request(records[u], bs[0], 0) for (u, _), bs in groups.items()]
-                results = self.generator.generate(requests, self._sampling(0, self.config.rounds), progress=False)
+                prefixes = [self._prefix(records[u], bs[0], 0) for (u, _), bs in groups.items()]
+                results = self.continuer.generate(prefixes, self._sampling(0, self.config.rounds))
                 for bs, result in zip(groups.values(), results):
                     self._extend(bs, result, errors, records, level)
             else:
-                requests = [self._request(records[b.unit], b, level) for b in active]
-                results = self.generator.generate(requests, self._sampling(level, 1), progress=False)
+                prefixes = [self._prefix(records[b.unit], b, level) for b in active]
+                results = self.continuer.generate(prefixes, self._sampling(level, 1))
                 for b, result in zip(active, results):
                     self._extend([b], result, errors, records, level)
             level += 1
 
-    def _extend(self, branches: list[_Branch], result: Any, errors: dict[int, str],
+    def _extend(self, branches: list[_Branch], result: Continued, errors: dict[int, str],
                 records: list[dict[str, Any]], level: int) -> None:
         if not result.ok:
-            errors[branches[0].unit] = f"generation: {result.error}"
+            errors[branches[0].unit] = result.error
             return
         original = len(records[branches[0].unit]["steps"])
+        with self._lock:
+            self.totals["completion_tokens"] += result.tokens
+        # a server that reports usage per request only (n > 1 over HTTP) gets its total shared out
+        share = result.tokens // max(len(result.completions), 1)
         for branch, completion in zip(branches, result.completions):
-            branch.tokens += completion.completion_tokens or 0
-            with self._lock:
-                self.totals["completion_tokens"] += completion.completion_tokens or 0
+            branch.tokens += completion.completion_tokens if completion.completion_tokens is not None else share
             branch.text += completion.text
             ended = self._why_ended(completion)
             if ended == STOP_LENGTH:
@@ -341,6 +344,26 @@ def synthesis_units(rollouts: pd.DataFrame | None = None, problems: pd.DataFrame
     return pd.DataFrame(rows, columns=UNIT_COLUMNS), {"no_solution": missing}
 
 
+def synthesize_run(model: str, out: str, config: SynthesizeConfig = SynthesizeConfig(), *,
+                   max_pairs_per_problem: int | None = 2, batch_size: int = 64, shard: tuple[int, int] = (0, 1),
+                   overwrite: bool = False, allow_config_change: bool = False,
+                   run_config: dict[str, Any] | None = None, progress: bool = True) -> StageRun:
+    """Stage 4's resumable run, built from the model's name alone.
+
+    Needs no engine, so a caller can check the output folder (``run.check(units)``: a
+    changed config, a finished run) before it spends time loading one.
+    """
+    from dataclasses import asdict
+
+    from stepdata.pipeline.pairing import attempts_path_for
+
+    settings = {"stage": "synthesize", "model": model, "max_pairs_per_problem": max_pairs_per_problem,
+                **asdict(config), **(run_config or {})}
+    return StageRun("synthesize", attempts_path_for(out), "attempts", settings, key_column="unit_id",
+                    batch_size=batch_size, shard=shard, overwrite=overwrite, allow_config_change=allow_config_change,
+                    progress=progress)
+
+
 def run_synthesize(generator: Generator, units: pd.DataFrame, problems: pd.DataFrame, out: str,
                    config: SynthesizeConfig = SynthesizeConfig(), *, max_pairs_per_problem: int | None = 2,
                    batch_size: int = 64, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
@@ -350,16 +373,11 @@ def run_synthesize(generator: Generator, units: pd.DataFrame, problems: pd.DataF
 
     SCDPO kept 2 pairs per problem for GSM8K-like data and 3 for MATH-like data.
     """
-    from dataclasses import asdict
-
-    from stepdata.pipeline.pairing import attempts_path_for, run_pair_stage
-    from stepdata.pipeline.run import StageRun
+    from stepdata.pipeline.pairing import run_pair_stage
 
     stage = SynthesizeStage(generator, problems, config)
-    settings = {"stage": "synthesize", "model": generator.model, "max_pairs_per_problem": max_pairs_per_problem,
-                **asdict(config), **(run_config or {})}
-    run = StageRun("synthesize", attempts_path_for(out), "attempts", settings, key_column="unit_id",
-                   batch_size=batch_size, shard=shard, overwrite=overwrite, allow_config_change=allow_config_change,
-                   progress=progress)
+    run = synthesize_run(generator.model, out, config, max_pairs_per_problem=max_pairs_per_problem,
+                         batch_size=batch_size, shard=shard, overwrite=overwrite,
+                         allow_config_change=allow_config_change, run_config=run_config, progress=progress)
     return run_pair_stage(run, units, stage, max_pairs_per_problem, extra_stats={"left_out": left_out or {}},
                           tokens_done=lambda: stage.totals["completion_tokens"])

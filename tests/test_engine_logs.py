@@ -1,0 +1,46 @@
+"""Engine logs: a vLLM start prints our lines only, unless -v (slow: two vLLM starts with SmolLM2 on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import requires_vllm
+
+REPO = Path(__file__).resolve().parents[1]
+# our own stderr lines: progress (generate[vllm]: 1/1 requests ...) and the end-of-call summary (vllm: 1 requests ...)
+OURS = re.compile(r"^(generate\[vllm\]: \d+/\d+ requests|vllm: \d+ requests)")
+ENGINE_VARIABLES = ("VLLM_LOGGING_LEVEL", "VLLM_LOGGING_STREAM", "TRANSFORMERS_VERBOSITY", "TORCH_CPP_LOG_LEVEL",
+                    "PYTHONWARNINGS", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+                    "STEPDATA_ENGINE_LOG_LEVEL")
+
+pytestmark = [requires_vllm, pytest.mark.slow]
+
+
+def generate(model: Path, *flags: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ENGINE_VARIABLES}  # as a user's shell has it
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *flags, "generate", "--backend", "vllm",
+                           "--model", str(model), "--question", "What is 7 + 5?", "--max-tokens", "8"],
+                          capture_output=True, text=True, timeout=900, env=env, check=False)
+
+
+def test_engines_are_quiet_unless_verbose(smollm2_dir):
+    quiet = generate(smollm2_dir)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert json.loads(quiet.stdout)["completions"], "stdout holds the command's JSON and nothing else"
+    lines = quiet.stderr.splitlines()
+    noise = [line for line in lines if not OURS.match(line)]
+    assert len(noise) < 10, "\n".join(noise)
+    assert any(line.startswith("vllm: 1 requests") for line in lines)  # our summary stays
+    assert not any("force killing" in line or "Triton" in line for line in lines)
+
+    loud = generate(smollm2_dir, "-v")
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert json.loads(loud.stdout)["completions"], "the engine's logs go to stderr, not into the JSON"
+    engine_lines = [line for line in loud.stderr.splitlines() if not OURS.match(line)]
+    assert len(engine_lines) >= 10 and any("WARNING" in line for line in engine_lines), loud.stderr[-3000:]
