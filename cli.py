@@ -324,7 +324,7 @@ def generate_cmd(backend: str, model: str, base_url: str | None, question: str |
 @main.command("serve")
 @click.argument("model")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0 opens it to the network; add --engine-option api_key=... then).")
+              help="Address to listen on (0.0.0.0 opens it to the network: then set $VLLM_API_KEY, which vLLM requires of clients).")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--served-model-name", help="The name clients ask for (default: MODEL as given).")
 @click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",

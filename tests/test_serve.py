@@ -73,3 +73,10 @@ def test_serve_then_sample_with_the_openai_backend_then_stop(smollm2_dir, tmp_pa
         except ProcessLookupError:
             pass
         process.wait()
+
+
+def test_the_printed_server_command_never_shows_an_api_key():
+    from stepdata.generation.serve import printable
+
+    line = printable(["python", "-m", "x", "--api-key", "sk-secret123", "--port", "8000", "--api-key=sk-other"])
+    assert "sk-secret123" not in line and "sk-other" not in line and "--port 8000" in line

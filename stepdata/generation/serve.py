@@ -57,10 +57,23 @@ def server_command(model: str, *, host: str = "127.0.0.1", port: int = 8000, ser
     return [sys.executable, "-m", module, *args], settings
 
 
+_SECRET_FLAGS = ("--api-key",)
+
+
 def printable(command: list[str]) -> str:
-    """The command as a shell line, with the vLLM environment it needs in front."""
+    """The command as a shell line, with the vLLM environment it needs in front; secrets masked.
+
+    The line is printed and logged, so a key passed as ``--engine-option api_key=...``
+    must not appear in it (vLLM also reads the key from ``$VLLM_API_KEY``).
+    """
     env = [f"{k}={os.environ[k]}" for k in ("VLLM_CPU_NUM_OF_RESERVED_CPU",) if k in os.environ]
-    return shlex.join([*env, *command])
+    shown = list(command)
+    for i, part in enumerate(shown):
+        if part in _SECRET_FLAGS and i + 1 < len(shown):
+            shown[i + 1] = "<redacted>"
+        elif part.startswith(tuple(f"{flag}=" for flag in _SECRET_FLAGS)):
+            shown[i] = part.split("=", 1)[0] + "=<redacted>"
+    return shlex.join([*env, *shown])
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, timeout: float | None = None, every: float = 1.0) -> bool:
