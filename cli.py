@@ -886,16 +886,16 @@ def _load_tokenizer(model: str):
 
 
 def _read_pairs(path: str):
-    from stepdata.schema import PAIRS
+    """A pairs table or a pairs export for export/stats (one reader: stepdata.pairs.export.read_pairs)."""
+    from stepdata.pairs.export import read_pairs
 
     try:
-        df = read_table(path, kind="pairs")
-    except (SchemaError, ValueError, OSError) as exc:  # ArrowInvalid (not Parquet) is a ValueError
+        df = read_pairs(path, ignore_unknown_columns=True)
+    except (ValueError, OSError) as exc:  # SchemaError, ExportError, ArrowInvalid, a missing file
         raise click.ClickException(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
-    unknown = [c for c in df.columns if c not in PAIRS.names]
-    if unknown:
-        click.echo(f"{path}: ignoring column(s) that are not pairs columns: {unknown}", err=True)
-    return df[list(PAIRS.names)]
+    if df.attrs.get("ignored_columns"):
+        click.echo(f"{path}: ignoring column(s) that are not pairs columns: {df.attrs['ignored_columns']}", err=True)
+    return df
 
 
 @main.command("export")

@@ -321,7 +321,7 @@ def missing_pairs_hint(path: str | os.PathLike) -> str:
     return f"{path} does not exist; the export with a test split wrote {' and '.join(found)}: pass one of them"
 
 
-def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
+def read_pairs(path: str | os.PathLike, *, ignore_unknown_columns: bool = False) -> pd.DataFrame:
     """Pairs rows from a pairs table or from what ``export --format parquet|jsonl`` wrote (a split too).
 
     Training and combining should see the deduplicated, filtered, split data an
@@ -329,6 +329,8 @@ def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
     the pairs schema. A trl or step-dpo export (rendered prompts, no prefix steps or
     kinds) is refused with a message saying how to export pairs rows instead.
     Raises FileNotFoundError, ExportError or SchemaError (both ValueErrors) naming the file.
+    A Parquet table with columns that are not pairs columns is refused, unless
+    ``ignore_unknown_columns`` (then they are dropped and named in ``df.attrs["ignored_columns"]``).
     """
     path = Path(path)
     if not path.is_file():
@@ -343,9 +345,11 @@ def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
             raise _not_pairs_rows(path, layout)
         df = read_table(path, kind="pairs")
         unknown = [c for c in df.columns if c not in PAIRS.names]
-        if unknown:
+        if unknown and not ignore_unknown_columns:
             raise SchemaError(f"{path}: pairs table has unknown column(s) {unknown}")
-        return df[list(PAIRS.names)]
+        df = df[list(PAIRS.names)]
+        df.attrs["ignored_columns"] = unknown
+        return df
     records = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
