@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
+from conftest import requires_train
 from fake_openai_server import FaultyOpenAIServer
 
 from stepdata.embedded import make_problems
@@ -144,8 +144,8 @@ def test_synthesize_error_step_is_the_first_step_that_differs(tmp_path, monkeypa
 
 # --- 8. sDPO without rollouts: easiest first -------------------------------------------------------
 
+@requires_train
 def test_sdpo_fallback_order_puts_the_deepest_first_error_first():
-    pytest.importorskip("trl")
     from trainers.staged import problem_order
 
     pairs = pd.DataFrame({"problem_id": ["hard", "easy", "mid"],
@@ -171,8 +171,8 @@ def test_export_filters_leave_out_chosen_steps_that_failed_their_check():
     assert len(kept) == 3 and dropped.empty
 
 
+@requires_train
 def test_trainer_data_step_leaves_out_unverified_chosen_steps(tiny_model_dir):
-    pytest.importorskip("trl")
     from transformers import AutoTokenizer
 
     from trainers.data import tokenize_pairs
