@@ -87,18 +87,6 @@ def _make_problems(path: Path, n: int, seed: int, config: QuickstartConfig) -> p
     return problems
 
 
-def rollout_counts(rollouts: pd.DataFrame) -> dict[str, int]:
-    """How stage 1's samples were labelled: correct, wrong (with an answer), no answer, unfinished, errors."""
-    from stepdata.answers import is_unfinished
-
-    unfinished = rollouts["finish_reason"].map(is_unfinished)
-    wrong = rollouts["correct"].eq(False) & ~unfinished
-    return {"total": len(rollouts), "correct": int(rollouts["correct"].eq(True).sum()),
-            "wrong": int((wrong & rollouts["pred_answer"].notna()).sum()),
-            "no_answer": int((wrong & rollouts["pred_answer"].isna()).sum()),
-            "unfinished": int(unfinished.sum()), "errors": int(rollouts["error"].notna().sum())}
-
-
 def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(),
                    echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the main job into ``out``; returns (and writes to ``out/quickstart.json``) its summary."""
@@ -108,6 +96,7 @@ def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(
     from stepdata.pipeline import SampleConfig, SampleStage, StageRun
     from stepdata.pipeline.localize import LocalizeStage, wrong_rollouts
     from stepdata.pipeline.rectify import RectifyConfig, run_rectify
+    from stepdata.pipeline.sample import rollout_counts
     from stepdata.pipeline.synthesize import (
         SynthesizeConfig,
         run_synthesize,
@@ -179,7 +168,7 @@ def run_quickstart(out: str | Path, config: QuickstartConfig = QuickstartConfig(
             rollouts = run.run(problems, sampler, sampler.stats,
                                tokens_done=lambda: sampler.totals["completion_tokens"])
             summary["sample"] = run.summary.stage_stats
-            summary["rollouts"] = rollout_counts(rollouts)
+            summary["rollouts"] = rollout_counts(rollouts)  # the same counts as the sample summary
             echo(f"rollouts: {summary['rollouts']}")
         with step("localize (stage 2, exact)"):
             wrong, left_out = wrong_rollouts(rollouts)

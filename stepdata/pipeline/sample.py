@@ -106,9 +106,7 @@ class SampleStage:
             "config": asdict(self.config),
             "accuracy": round(float(judged["correct"].mean()), 4) if len(judged) else None,
             "judged_samples": len(judged),
-            "unfinished": int(rollouts["finish_reason"].map(is_unfinished).sum()),
-            "no_answer": int((rollouts["correct"].eq(False) & rollouts["pred_answer"].isna()
-                              & ~rollouts["finish_reason"].map(is_unfinished)).sum()),
+            **{k: v for k, v in rollout_counts(rollouts).items() if k in ("unfinished", "no_answer")},
             "problems": int(rollouts["problem_id"].nunique()),
             "problems_with_a_correct_sample": int((per_problem["sum"] > 0).sum()),
             "problems_all_wrong": int((per_problem["sum"] == 0).sum()),
@@ -117,3 +115,13 @@ class SampleStage:
             "completion_tokens": int(rollouts["completion_tokens"].fillna(0).sum()),
             "tokens_per_second_this_run": round(self.totals["completion_tokens"] / seconds, 2) if seconds else None,
         }
+
+
+def rollout_counts(rollouts: pd.DataFrame) -> dict[str, int]:
+    """How the samples were labelled: correct, wrong (with an answer), no answer, unfinished, errors."""
+    unfinished = rollouts["finish_reason"].map(is_unfinished)
+    wrong = rollouts["correct"].eq(False) & ~unfinished
+    return {"total": len(rollouts), "correct": int(rollouts["correct"].eq(True).sum()),
+            "wrong": int((wrong & rollouts["pred_answer"].notna()).sum()),
+            "no_answer": int((wrong & rollouts["pred_answer"].isna()).sum()),
+            "unfinished": int(unfinished.sum()), "errors": int(rollouts["error"].notna().sum())}
