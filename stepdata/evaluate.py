@@ -295,6 +295,7 @@ def write_results(results: Sequence[EvalResult], out: str | Path, config: dict[s
     import json
 
     import stepdata
+    from stepdata.io import atomic_path, write_text_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -302,9 +303,9 @@ def write_results(results: Sequence[EvalResult], out: str | Path, config: dict[s
     for index, result in enumerate(results):
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(result.model.rstrip("/")).name or "model")[:60]
         rows_file = f"{index:02d}-{slug}.parquet"
-        result.rows.to_parquet(out / rows_file, index=False)
+        with atomic_path(out / rows_file) as tmp:
+            result.rows.to_parquet(tmp, index=False)
         summaries.append(result.as_dict() | {"rows_file": rows_file})
     path = out / "eval.json"
     report = {"stepdata_version": stepdata.__version__, "config": config or {}, "results": summaries}
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, json.dumps(report, indent=2, default=str) + "\n")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,39 @@ def redact_secrets(config: Any) -> Any:
     if isinstance(config, (list, tuple)):
         return [redact_secrets(v) for v in config]
     return config
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; on success it is renamed onto ``path``.
+
+    The rename (``os.replace``) is atomic on one file system, so ``path`` holds
+    either its old content or the complete new one, never a half-written file,
+    even when the process is killed mid-write. If the ``with`` block raises, the
+    temporary file is removed, ``path`` is left as it was, and the error propagates.
+    The folder of ``path`` is created if needed. The temporary name is hidden
+    (``.NAME.PID.RANDOM.tmp``) and unique, so concurrent writers never share one.
+
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`); returns the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return path
 
 
 def _first_bad_row(values: list[Any], field: pa.Field) -> tuple[int, Any, str]:
@@ -131,10 +166,8 @@ def write_table(
     """
     table = to_arrow(df, kind, config)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 

@@ -92,6 +92,14 @@ def step_body(step: str) -> str:
     return STEP_MARKER.sub("", step, count=1).strip()
 
 
+_SPACE_RUN = re.compile(r"\s+")
+
+
+def normalized_step(step: str) -> str:
+    """A step compared as people read it: whitespace collapsed (two steps equal here are one step)."""
+    return _SPACE_RUN.sub(" ", step).strip()
+
+
 def step_label(index: int) -> str:
     """How people see step ``index`` (0-based in data): "Step 1" for index 0."""
     return f"Step {index + 1}"

@@ -1,11 +1,12 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from stepdata import SchemaError, make_problems, read_metadata, read_table, write_table
-from stepdata.io import redact_secrets
+from stepdata.io import atomic_path, redact_secrets, write_text_atomic
 from stepdata.schema import SCHEMA_VERSION, SCHEMAS
 
 
@@ -140,3 +141,32 @@ def test_redaction_is_recursive():
     cleaned = redact_secrets({"backend": {"api_key": "k", "base_url": "u"}, "tokens": [1], "hf_token": None})
     assert cleaned == {"backend": {"api_key": "<redacted>", "base_url": "u"}, "tokens": "<redacted>", "hf_token": None}
     assert json.dumps(cleaned)
+
+
+def test_atomic_path_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = write_text_atomic(tmp_path / "out" / "summary.json", '{"old": true}')  # makes the folder
+    assert path.read_text(encoding="utf-8") == '{"old": true}'
+    with pytest.raises(RuntimeError, match="killed mid-write"), atomic_path(path) as tmp:
+        assert tmp.parent == path.parent and tmp != path
+        tmp.write_text('{"new": tr', encoding="utf-8")  # half written
+        raise RuntimeError("killed mid-write")
+    assert path.read_text(encoding="utf-8") == '{"old": true}'
+    assert sorted(p.name for p in path.parent.iterdir()) == ["summary.json"]  # no temp file behind
+    # on success the new content replaces the old one, and again nothing else is left
+    with atomic_path(path) as tmp:
+        tmp.write_text('{"new": true}', encoding="utf-8")
+    assert path.read_text(encoding="utf-8") == '{"new": true}'
+    assert sorted(p.name for p in path.parent.iterdir()) == ["summary.json"]
+
+
+def test_write_table_failure_mid_write_keeps_old_table(tmp_path, monkeypatch):
+    path = write_table(pd.DataFrame([rollout_row()]), tmp_path / "r.parquet", "rollouts")
+
+    def dies_mid_write(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 trunc")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("stepdata.io.pq.write_table", dies_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_table(pd.DataFrame([rollout_row(), rollout_row(rollout_id="p1:1")]), path, "rollouts")
+    assert len(read_table(path)) == 1 and [p.name for p in tmp_path.iterdir()] == ["r.parquet"]

@@ -76,6 +76,26 @@ def test_a_policy_that_never_solves_the_problem_gives_unknown():
     assert verdicts[5].error == "no steps to localize" and verdicts[5].probes == 0
 
 
+class FailsFromPrefixOne(PrefixScriptedPolicy):
+    """Solves the problem from the question alone; the engine fails every later probe (prompt counted)."""
+
+    def _generate(self, requests, sampling, progress, stats):
+        ok = super()._generate(requests, sampling, progress, stats)
+        return [result if result.request_id.endswith("@0") else
+                GenerationResult(result.request_id, "prompt", 10, error="HTTP 500: server error")
+                for result in ok]
+
+
+def test_probe_cost_is_prompt_plus_completion_and_a_failed_probe_keeps_the_rollout_error():
+    item = RolloutItem("s", "question", "100", ["Step 1: x.\n", "Step 2: y.\n", "Step 3: z.\n"])
+    policy = FailsFromPrefixOne({"s": 1}, {"s": "100"}, p=1.0)
+    (verdict,) = RolloutLocalizer(policy, rollouts=4, search="linear").localize([item])
+    assert verdict.mc == {0: 1.0} and verdict.probes == 2 and verdict.rollouts == 4
+    assert verdict.error == "rollout: HTTP 500: server error"  # the error kind the run summary counts
+    assert verdict.error_step is None and verdict.status == "unknown"
+    assert verdict.tokens == (10 + 4 * 12) + 10  # prompt + completion of probe 0, the failed probe's prompt
+
+
 @requires_torch
 def test_rollouts_run_on_a_real_model(tiny_model_dir):
     from stepdata.generation import make_generator

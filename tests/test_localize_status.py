@@ -10,7 +10,7 @@ import pytest
 
 from stepdata import SchemaError, make_problems, read_table, split_steps, write_table
 from stepdata.localize.exact import exact_first_error
-from stepdata.pipeline.localize import LocalizeStage
+from stepdata.pipeline.localize import LocalizeStage, localize_stats
 
 PROBLEMS = make_problems(3, seed=3)
 GOLD = split_steps(PROBLEMS.solution[0])  # 6 gold steps, then "The answer is 32."
@@ -93,14 +93,14 @@ def test_an_older_localized_table_without_status_still_reads(tmp_path):
     old = read_table(tmp_path / "old.parquet", kind="localized")
     assert list(old.status) == ["error", "unknown", "unknown"]
     assert list(old.columns) == list(out.columns)
-    assert LocalizeStage.stats(old)["localized"] == 1
+    assert localize_stats(old)["localized"] == 1
 
 
 def test_the_summary_does_not_count_no_error_as_localized():
     rows = pd.DataFrame({"error_step": [2, -1, -1, None], "method": ["judge"] * 4, "localizer_calls": [1] * 4,
                          "localizer_tokens": [10] * 4, "error": [None] * 4, "votes": [[2], [-1], [-1, -1], []],
                          "rationale": ["{}"] * 4})
-    stats = LocalizeStage.stats(rows)  # a frame without status (an older table): derived from error_step
+    stats = localize_stats(rows)  # a frame without status (an older table): derived from error_step
     assert stats["localized"] == 1, "-1 is no error found, not a located error"
     assert (stats["no_error"], stats["unknown"]) == (2, 1)
     assert stats["error_step_histogram"] == {2: 1}

@@ -21,10 +21,10 @@ from click.testing import CliRunner
 from conftest import requires_torch, requires_train
 from fake_openai_server import FaultyOpenAIServer
 
-import cli
 from cli import main
 from stepdata import read_metadata, read_table, write_table
 from stepdata.embedded import make_problems
+from stepdata.generation.engine_config import EngineConfig
 from stepdata.pairs.perturbed import perturbed_pairs
 from stepdata.pipeline.pairing import attempt_row, attempts_frame
 from stepdata.pipeline.run import ConfigChanged, StageRun
@@ -138,7 +138,7 @@ def test_finished_synthesize_loads_no_engine_and_a_changed_option_is_named_first
     args = ["synthesize", problems, *engine, "--rounds", "2", "--batch-size", "2", "--out", out]
     assert invoke(runner, args).exit_code == 0
     served = len(server.served)
-    monkeypatch.setattr(cli, "_make_engine", no_engine)
+    monkeypatch.setattr(EngineConfig, "build", no_engine)
     again = invoke(runner, args)
     assert again.exit_code == 0, again.output
     assert "already finished" in again.output and "synthesize: " in again.output and str(out) in again.output
@@ -154,7 +154,7 @@ def test_finished_rectify_loads_no_engine_and_a_changed_option_is_named_first(ru
     args = ["rectify", localized, *engine, "--problems", problems, "--n", "2", "--out", out]
     assert invoke(runner, args).exit_code == 0
     served = len(server.served)
-    monkeypatch.setattr(cli, "_make_engine", no_engine)
+    monkeypatch.setattr(EngineConfig, "build", no_engine)
     again = invoke(runner, args)
     assert again.exit_code == 0, again.output
     assert "already finished" in again.output and "rectify: " in again.output and str(out) in again.output

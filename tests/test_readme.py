@@ -31,21 +31,25 @@ def test_readme_has_setup_and_test_commands_and_ci_runs_them():
     assert main_job.startswith(".venv/bin/stepdata ")
 
 
+TABLES = ("problems.parquet", "rollouts.parquet", "localized.parquet", "pairs_stepdpo.parquet", "pairs_scdpo.parquet",
+          "pairs.parquet")
+
+
 def check_quickstart_output(out: Path) -> dict:
     """What the main job must leave behind: both kinds of pairs, exports, the report, the summary."""
     summary = json.loads((out / "quickstart.json").read_text())
     pairs = read_table(out / "pairs.parquet", kind="pairs")
-    assert summary["pairs"]["total"] == len(pairs) > 0
+    assert summary["export"]["total"] == summary["pairs"]["total"] == len(pairs) > 0
     kinds = set(pairs["kind"])
     assert {"step-dpo", "scdpo"} <= kinds, kinds
     assert (out / "report.html").read_text().count("class=\"sd-pair\"") == len(pairs)
     assert (out / "export" / "train.step-dpo.jsonl").exists()
-    assert summary["chosen_confirmed_by_exact_checker"]["of"] > 0
+    assert summary["export"]["chosen_confirmed"]["of"] > 0
     # every rollout is counted once by its label, unfinished ones included
-    counts = summary["rollouts"]
+    counts = summary["sample"]["labels"]
     assert sum(counts[k] for k in ("correct", "wrong", "no_answer", "unfinished", "errors")) == counts["total"]
     assert counts["total"] == len(read_table(out / "rollouts.parquet", kind="rollouts"))
-    assert summary["pairs"]["by_kind"] == pairs["kind"].value_counts().to_dict()
+    assert summary["export"]["by_kind"] == pairs["kind"].value_counts().to_dict()
     # the SFT warm-up makes SmolLM2 useful: it solves held-out problems it did not solve as shipped
     assert summary["eval_heldout"]["accuracy"] > summary["eval_base"]["accuracy"] + 0.1
     return summary
@@ -82,10 +86,27 @@ def test_the_main_job_runs_end_to_end_on_a_tiny_model_and_resumes(tmp_path, tiny
     assert summary["pairs"]["total"] == len(read_table(out / "pairs.parquet", kind="pairs"))
     assert len(read_table(out / "rollouts.parquet", kind="rollouts")) == 12
     assert (out / "report.html").exists() and (out / "model-sft" / "train_report.json").exists()
-    # started again with the same command, it resumes: every stage is skipped, the same pairs come out
+    tables = {name: read_table(out / name) for name in TABLES}
+    # started again with the same command, it resumes: every stage is found finished, the same pairs come out
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    resumed = json.loads((out / "rollouts.parquet.summary.json").read_text())
-    assert resumed["batches_run"] == 0 and resumed["batches_skipped"] == resumed["batches_total"] > 0
-    assert "sft warm-up: done" in again.stderr and "Writing model shards" not in again.stderr
+    for stage in ("sample", "localize", "rectify", "synthesize"):
+        assert f"{stage}: " in again.stderr and "is already finished" in again.stderr, again.stderr[-3000:]
+    assert "sft: done" in again.stderr and "Writing model shards" not in again.stderr
     assert json.loads((out / "quickstart.json").read_text())["pairs"] == summary["pairs"]
+
+    # the quickstart is the shipped recipe: `stepdata run` on a copy of it, with the same vars, makes the same tables
+    recipe = tmp_path / "my_recipe.yaml"
+    shown = subprocess.run([sys.executable, str(REPO / "cli.py"), "recipe", "show", "quickstart"], capture_output=True,
+                           text=True, check=True)
+    recipe.write_text(shown.stdout)
+    sets = ["out=ran", "problems=6", "samples=2", "sft_steps=2", "eval_problems=4", f"model={tiny_model_dir}",
+            "backend=hf"]
+    ran = subprocess.run([sys.executable, str(REPO / "cli.py"), "run", str(recipe), *[a for s in sets for a in ("--set", s)]],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    for name, table in tables.items():
+        other = read_table(tmp_path / "ran" / name)
+        # the same rows; the tables' run configs differ only in where they were written
+        assert table.drop(columns=[c for c in ("model",) if c in table]).equals(
+            other.drop(columns=[c for c in ("model",) if c in other])), name

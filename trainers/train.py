@@ -148,5 +148,8 @@ def train(
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     record["seconds"] = round(time.perf_counter() - started, 1)
-    (output_dir / "train_report.json").write_text(json.dumps(record, indent=2, default=str))
+    # written last and atomically: its presence means "trained" (the quickstart resumes on it)
+    from stepdata.io import write_text_atomic
+
+    write_text_atomic(output_dir / "train_report.json", json.dumps(record, indent=2, default=str))
     return record

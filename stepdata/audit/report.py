@@ -24,6 +24,7 @@ from stepdata.audit import theme
 from stepdata.audit.pair_html import esc, pair_block
 from stepdata.audit.summary import PairsSummary, summarize
 from stepdata.audit.svg import bar_chart
+from stepdata.io import write_text_atomic
 
 # The filter: reads only data-* attributes and textContent, never writes markup.
 # It marks <html data-audit-script="ready"> when it has run, so a test can tell
@@ -194,7 +195,4 @@ def render_report(pairs_df: pd.DataFrame, title: str = "stepdata pairs audit", m
 def write_report(pairs_df: pd.DataFrame, path: str | os.PathLike, title: str = "stepdata pairs audit",
                  max_pairs: int | None = None) -> Path:
     """Render the report of ``pairs_df`` and write it to ``path`` (UTF-8); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(pairs_df, title=title, max_pairs=max_pairs), encoding="utf-8")
-    return path
+    return write_text_atomic(path, render_report(pairs_df, title=title, max_pairs=max_pairs))

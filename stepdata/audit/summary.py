@@ -2,7 +2,9 @@
 
 Computed on the whole table (vectorised, so a table of a million pairs is
 fine) even when the report shows only the first ``max_pairs`` pairs: the
-summary must describe the data set, not the page.
+summary must describe the data set, not the page. Every number is counted by
+:mod:`stepdata.pairs.stats` (the one place pairs are counted); this module only
+chooses the labels and bins the values into bars for the plots.
 """
 
 from __future__ import annotations
@@ -13,7 +15,18 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from stepdata.audit.fields import as_int, error_step_label
+from stepdata.audit.fields import error_step_label
+from stepdata.pairs.stats import (
+    chosen_verified_counts,
+    column,
+    distribution,
+    error_steps,
+    pairs_by_kind,
+    problem_count,
+    problem_sizes,
+    text_lengths,
+    value_counts,
+)
 
 REQUIRED_COLUMNS = ("pair_id", "question", "chosen", "rejected")
 
@@ -27,20 +40,6 @@ def check_columns(df: pd.DataFrame) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"not a pairs table: missing column(s) {missing}; columns are {list(df.columns)}")
-
-
-def _column(df: pd.DataFrame, name: str) -> pd.Series:
-    """Column ``name``, or an all-null column when the frame lacks it."""
-    if name in df.columns:
-        return df[name]
-    return pd.Series([None] * len(df), index=df.index, dtype=object)
-
-
-def _counts(series: pd.Series, missing_label: str) -> dict[str, int]:
-    """Value counts as {label: count}, largest first, nulls under ``missing_label``."""
-    labelled = series.astype(object).where(series.notna(), missing_label).astype(str)
-    counts = labelled.value_counts(sort=False)
-    return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
 @dataclass
@@ -104,7 +103,7 @@ def _range_label(start: int, width: int) -> str:
 
 def _error_step_histogram(df: pd.DataFrame) -> Histogram:
     """Pairs per error step, shown as "Step k+1"; every step between the first and last gets a bar."""
-    steps = [as_int(v) for v in _column(df, "error_step").tolist()]
+    steps = error_steps(column(df, "error_step"))
     known = [s for s in steps if s is not None and s >= 0]
     starts, counts = int_histogram(known)
     width = starts[1] - starts[0] if len(starts) > 1 else 1
@@ -122,16 +121,14 @@ def _error_step_histogram(df: pd.DataFrame) -> Histogram:
 
 def _pairs_per_problem_histogram(df: pd.DataFrame) -> Histogram:
     """How many problems have 1, 2, 3, ... pairs (a few problems dominating shows up here)."""
-    per_problem = _column(df, "problem_id").astype(object).where(lambda s: s.notna(), "(null)")
-    sizes = per_problem.value_counts().tolist()
-    starts, counts = int_histogram([int(s) for s in sizes])
+    starts, counts = int_histogram(problem_sizes(df))
     width = starts[1] - starts[0] if len(starts) > 1 else 1
     return Histogram([_range_label(s, width) for s in starts], {"problems": counts})
 
 
-def _length_histogram(chosen: pd.Series, rejected: pd.Series, target_bins: int = 20) -> Histogram:
+def _length_histogram(chosen: list[int], rejected: list[int], target_bins: int = 20) -> Histogram:
     """Chosen and rejected lengths (characters) over the same bins, to compare their distributions."""
-    values = [int(v) for v in chosen.tolist() + rejected.tolist()]
+    values = chosen + rejected
     if not values:
         return Histogram([], {"chosen": [], "rejected": []})
     lo, hi = min(values), max(values)
@@ -141,33 +138,28 @@ def _length_histogram(chosen: pd.Series, rejected: pd.Series, target_bins: int =
     series = {}
     for name, lengths in (("chosen", chosen), ("rejected", rejected)):
         counts = [0] * bins
-        for v in lengths.tolist():
-            counts[(int(v) - first) // width] += 1
+        for v in lengths:
+            counts[(v - first) // width] += 1
         series[name] = counts
     labels = [_range_label(first + i * width, width) for i in range(bins)]
     return Histogram(labels, series)
 
 
-def _lengths(series: pd.Series) -> pd.Series:
-    return series.astype(object).where(series.notna(), "").astype(str).str.len()
-
-
 def summarize(df: pd.DataFrame) -> PairsSummary:
     """Count what ``df`` (a pairs table) holds: pairs, problems, kinds, sources, checks, lengths."""
     check_columns(df)
-    verified = _column(df, "chosen_verified")
-    known = verified[verified.notna()].astype(bool)
-    chosen_len, rejected_len = _lengths(df["chosen"]), _lengths(df["rejected"])
+    checks = chosen_verified_counts(df)
+    chosen_len, rejected_len = text_lengths(df["chosen"]), text_lengths(df["rejected"])
     return PairsSummary(
         pairs=len(df),
-        problems=int(_column(df, "problem_id").nunique(dropna=True)),
-        by_kind=_counts(_column(df, "kind"), "(none)"),
-        by_source=_counts(_column(df, "source"), "(unknown)"),
-        verified=int(known.sum()),
-        failed_check=int((~known).sum()),
-        unchecked=int(verified.isna().sum()),
-        median_chosen_chars=float(chosen_len.median()) if len(df) else None,
-        median_rejected_chars=float(rejected_len.median()) if len(df) else None,
+        problems=problem_count(df),
+        by_kind=pairs_by_kind(df, null_label="(none)"),
+        by_source=value_counts(column(df, "source"), "(unknown)"),
+        verified=checks["true"],
+        failed_check=checks["false"],
+        unchecked=checks["unchecked"],
+        median_chosen_chars=distribution(chosen_len)["median"],
+        median_rejected_chars=distribution(rejected_len)["median"],
         error_steps=_error_step_histogram(df),
         pairs_per_problem=_pairs_per_problem_histogram(df),
         lengths=_length_histogram(chosen_len, rejected_len),

@@ -17,14 +17,20 @@ step is unknown (null): the estimate says nothing about where the error is. Ever
 probed prefix's MC value is kept in the verdict. All solutions advance together,
 one probe round per ``generate`` call.
 
-Continuations are labelled by the run's :class:`~stepdata.answers.AnswerPolicy`,
-reading the continuation alone: an answer stated in the prefix is not one the
-continuation reached, and a continuation cut at ``max_tokens`` never reaches the
-answer. A rollout whose answer check failed (a time-out, a worker error, an
-unreadable gold answer) is neither right nor wrong: it is left out of the
-estimate (MC = right / checked) and counted in the verdict. A probe with no
-checked rollout at all is unknown, not MC = 0, and the solution's step is
-unknown with an ``error`` (retried on resume).
+Continuations are requested and labelled by a
+:class:`~stepdata.generation.continuer.Continuer` (the one rectify and synthesize
+use: exact continuation of the template's partial answer, one batched call per
+probe round, request key ``<item_id>@<prefix>``) with the run's
+:class:`~stepdata.answers.AnswerPolicy`, reading the continuation alone: an
+answer stated in the prefix is not one the continuation reached, and a
+continuation cut at ``max_tokens`` never reaches the answer. A rollout whose
+answer check failed (a time-out, a worker error, an unreadable gold answer) is
+neither right nor wrong: it is left out of the estimate (MC = right / checked)
+and counted in the verdict. A probe with no checked rollout at all is unknown,
+not MC = 0, and the solution's step is unknown with an ``error`` (retried on
+resume). A probe whose generation failed stops that solution's search with the
+error ``rollout: <engine error>``; the tokens of a probe are its prompt plus
+completion tokens.
 
 A solution cut at ``max_tokens`` (``finished=False``) is not known to fail as a
 whole: its full prefix is probed too, and if continuations from it still reach
@@ -38,9 +44,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from stepdata.answers import AnswerPolicy
-from stepdata.generation import GenerationRequest, Generator, SamplingConfig
+from stepdata.generation import Generator, SamplingConfig
+from stepdata.generation.continuer import Continuer, Prefix
 from stepdata.localize.base import Localization, Solution, register_localizer
-from stepdata.prompts import load_prompt
+from stepdata.prompts import PromptTemplate, load_prompt
 from stepdata.steps import join_steps
 
 SEARCHES = ("linear", "binary")
@@ -135,12 +142,23 @@ class RolloutLocalizer:
                  seed: int = 0, answer_policy: AnswerPolicy | None = None) -> None:
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}; expected one of {SEARCHES}")
-        self.generator, self.search = generator, search
-        self.template = load_prompt(template)
-        if not self.template.continues_assistant:
-            raise ValueError(f"template {template!r} must end with a partial assistant answer to continue from")
+        self.search = search
+        # the Continuer refuses a template that does not end with a partial assistant answer
+        self.continuer = Continuer(generator, load_prompt(template),
+                                   answer_policy if answer_policy is not None else AnswerPolicy(), error_kind="rollout")
         self.sampling = SamplingConfig(n=rollouts, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
-        self.answer_policy = answer_policy if answer_policy is not None else AnswerPolicy()
+
+    @property
+    def generator(self) -> Generator:
+        return self.continuer.generator
+
+    @property
+    def template(self) -> PromptTemplate:
+        return self.continuer.template
+
+    @property
+    def answer_policy(self) -> AnswerPolicy:
+        return self.continuer.answers
 
     def _next_probe(self, state: _Search) -> int | None:
         if state.done:
@@ -151,9 +169,11 @@ class RolloutLocalizer:
             return None
         return state.lo + 1 if self.search == "linear" else (state.lo + state.hi) // 2
 
-    def _request(self, state: _Search, prefix: int) -> GenerationRequest:
-        messages = self.template.render_continuing(join_steps(state.item.steps[:prefix]), question=state.item.question)
-        return GenerationRequest.chat(f"{state.item.item_id}@{prefix}", messages)
+    @staticmethod
+    def _prefix(state: _Search, prefix: int) -> Prefix:
+        item = state.item
+        return Prefix(key=f"{item.item_id}@{prefix}", question=item.question, text=join_steps(item.steps[:prefix]),
+                      gold=item.answer)
 
     def localize(self, items: Sequence[RolloutItem]) -> list[MCVerdict]:
         states = [_Search(item, MCVerdict(None)) for item in items]
@@ -164,25 +184,20 @@ class RolloutLocalizer:
             round_ = [(s, p) for s in states if (p := self._next_probe(s)) is not None]
             if not round_:
                 break
-            results = self.generator.generate([self._request(s, p) for s, p in round_], self.sampling, progress=False)
-            items, owners = [], []
-            for (state, prefix), result in zip(round_, results):
+            # one engine call for the round; labels read from each continuation alone
+            continued = self.continuer.continue_and_label([self._prefix(s, p) for s, p in round_], self.sampling)
+            for (state, prefix), done in zip(round_, continued):
                 state.verdict.probes += 1
-                state.verdict.tokens += result.total_tokens  # prompt + completion (the server's usage when given)
-                if not result.ok:
-                    state.verdict.error, state.done = f"rollout: {result.error}", True
+                state.verdict.tokens += done.total_tokens  # prompt + completion (the server's usage when given)
+                if not done.ok:
+                    state.verdict.error, state.done = done.error, True  # "rollout: <engine error>"
                     continue
-                state.verdict.rollouts += len(result.completions)
-                # the continuation alone: an answer the prefix already states is not one it reached
-                items.extend((state.item.answer, c.text, c.finish_reason) for c in result.completions)
-                owners.append((state, prefix, len(result.completions)))
-            labels = iter(self.answer_policy.label_many(items))
-            for state, prefix, count in owners:
-                probe = [next(labels) for _ in range(count)]
-                checked = [label for label in probe if label.correct is not None]
+                count = len(done.completions)
+                state.verdict.rollouts += count
+                checked = [label for label in done.labels if label.correct is not None]
                 state.verdict.unchecked[prefix] = count - len(checked)
                 if not checked:  # no rollout could be judged: the probe says nothing, it is not MC = 0
-                    failed = next((label.error for label in probe if label.error), "no rollouts")
+                    failed = next((label.error for label in done.labels if label.error), "no rollouts")
                     state.verdict.error = f"answer_check: every rollout from prefix {prefix} failed its check ({failed})"
                     state.done = True
                     continue

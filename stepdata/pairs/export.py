@@ -58,6 +58,7 @@ from stepdata import __version__
 from stepdata.io import (
     METADATA_KEY,
     SchemaError,
+    atomic_path,
     read_metadata,
     read_table,
     redact_secrets,
@@ -206,18 +207,11 @@ def sibling_path(path: str | os.PathLike, tag: str, suffix: str | None = None) -
     return path.with_name(f"{path.stem}.{tag}{suffix if suffix is not None else path.suffix}")
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def write_jsonl(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write ``table`` as JSON lines (UTF-8, one object per row), atomically."""
     path = Path(path)
-    tmp = _atomic_target(path)
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in table.to_pylist())
-    os.replace(tmp, path)
     return path
 
 
@@ -227,9 +221,8 @@ def write_parquet(table: pa.Table, path: str | os.PathLike, kind: str, config: M
     metadata = dict(table.schema.metadata or {})
     metadata[METADATA_KEY] = json.dumps({"kind": kind, "stepdata_version": __version__,
                                          "config": redact_secrets(dict(config or {}))}, default=str).encode()
-    tmp = _atomic_target(path)
-    pq.write_table(table.replace_schema_metadata(metadata), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
     return path
 
 
@@ -241,9 +234,8 @@ def write_exported(
         return write_jsonl(table, path)
     if fmt == "parquet":  # the pairs table already carries its stepdata metadata (kind, schema version, config)
         path = Path(path)
-        tmp = _atomic_target(path)
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
         return path
     return write_parquet(table, path, f"export:{fmt}", config)
 

@@ -1,9 +1,17 @@
-"""Summary statistics of a pairs table, as a dict (for JSON) and as a plain text table.
+"""Summary statistics of a pairs table: the one place where pairs are counted.
 
 A preference set can look large and still be thin: most pairs from a few
 problems, all errors at step 1, chosen steps never verified, or half the rows
 removed as duplicates. :func:`pairs_stats` reports exactly these things so they
 are seen before training, and :func:`render_stats` prints them for a terminal.
+
+Every count of pairs elsewhere (the pair stages' summaries, the quickstart's
+summary, the audit page's numbers and plots) is taken with the functions here,
+so the same table gives the same numbers everywhere: :func:`pairs_by_kind`,
+:func:`chosen_verified_counts`, :func:`chosen_confirmed`, :func:`value_counts`,
+:func:`problem_count`, :func:`problem_sizes`, :func:`text_lengths`,
+:func:`error_steps` and :func:`distribution`. They are vectorised (a table of a
+million pairs is fine) and tolerate a missing optional column (read as all null).
 
 Error steps are 0-based in data (-1 = no error, "null" = unknown); the text
 table shows them as "Step k" counted from 1, as the rest of the toolkit does.
@@ -19,22 +27,72 @@ from typing import Any
 import pandas as pd
 
 
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+def column(df: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name`` of ``df``, or an all-null column when the frame lacks it."""
+    if name in df.columns:
+        return df[name]
+    return pd.Series([None] * len(df), index=df.index, dtype=object)
 
 
-def _counts(values: Iterable[Any], null_label: str = "null") -> dict[str, int]:
-    """Counts by value (as text), largest first, ties by name; null counted under ``null_label``."""
-    counter = Counter(null_label if _missing(v) else str(v) for v in values)
-    return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+def value_counts(values: pd.Series | Iterable[Any], null_label: str = "null") -> dict[str, int]:
+    """Counts by value (as text), largest first, ties by name; nulls counted under ``null_label``."""
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    labelled = series.astype(object).where(series.notna(), null_label).astype(str)
+    counts = labelled.value_counts(sort=False)
+    return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
-def _distribution(values: list[float]) -> dict[str, float | int | None]:
+def pairs_by_kind(pairs: pd.DataFrame, *, null_label: str = "null") -> dict[str, int]:
+    """Pairs per kind (step-dpo / scdpo / dpo), largest first; a null kind counted under ``null_label``."""
+    return value_counts(column(pairs, "kind"), null_label)
+
+
+def _flag_counts(values: pd.Series) -> dict[str, int]:
+    """How many cells of a nullable bool column are true, false (any other non-null value, as bool()) and null."""
+    known = values[values.notna()].astype(bool)
+    true = int(known.sum())
+    return {"true": true, "false": len(known) - true, "null": len(values) - len(known)}
+
+
+def chosen_verified_counts(pairs: pd.DataFrame) -> dict[str, int]:
+    """``{"true", "false", "unchecked"}``: pairs whose chosen side passed its check, failed it, was not checked."""
+    counts = _flag_counts(column(pairs, "chosen_verified"))
+    return {"true": counts["true"], "false": counts["false"], "unchecked": counts["null"]}
+
+
+def chosen_confirmed(pairs: pd.DataFrame) -> dict[str, Any]:
+    """Over the step pairs only (kind != "dpo"; a whole-solution DPO pair has no step to check):
+    ``{"confirmed", "rejected", "unchecked", "of", "share"}``, where ``share`` is confirmed / of
+    (None when there are no step pairs)."""
+    step_pairs = pairs[column(pairs, "kind") != "dpo"]
+    counts = chosen_verified_counts(step_pairs)
+    of = len(step_pairs)
+    return {"confirmed": counts["true"], "rejected": counts["false"], "unchecked": counts["unchecked"],
+            "of": of, "share": counts["true"] / of if of else None}
+
+
+def problem_count(pairs: pd.DataFrame) -> int:
+    """Distinct problems (a null problem_id is not a problem)."""
+    return int(column(pairs, "problem_id").nunique(dropna=True))
+
+
+def problem_sizes(pairs: pd.DataFrame) -> list[int]:
+    """Pairs of each problem, one number per problem (largest first; null problem_ids left out)."""
+    return [int(n) for n in column(pairs, "problem_id").value_counts(dropna=True).tolist()]
+
+
+def text_lengths(values: pd.Series) -> list[int]:
+    """Length in characters of each text cell (a null cell counts 0)."""
+    return [int(n) for n in values.astype(object).where(values.notna(), "").astype(str).str.len().tolist()]
+
+
+def error_steps(values: pd.Series) -> list[int | None]:
+    """Each error step as an int (0-based, -1 = no error), None where unknown (null or not a number)."""
+    numbers = pd.to_numeric(values.astype(object), errors="coerce")
+    return [None if pd.isna(n) else int(n) for n in numbers.tolist()]
+
+
+def distribution(values: list[float]) -> dict[str, float | int | None]:
     """min / median / mean / p90 / max of ``values`` (None when there are none)."""
     if not values:
         return {"min": None, "median": None, "mean": None, "p90": None, "max": None}
@@ -48,26 +106,21 @@ def _distribution(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-def _error_step_histogram(values: Iterable[Any]) -> dict[str, int]:
+def _error_step_histogram(values: pd.Series) -> dict[str, int]:
     """Pairs per error step (0-based key), numeric order, then "null" for unknown."""
-    counter: Counter[int] = Counter()
-    unknown = 0
-    for value in values:
-        if _missing(value):
-            unknown += 1
-        else:
-            counter[int(value)] += 1
+    steps = error_steps(values)
+    counter = Counter(s for s in steps if s is not None)
     histogram = {str(step): counter[step] for step in sorted(counter)}
+    unknown = steps.count(None)
     if unknown:
         histogram["null"] = unknown
     return histogram
 
 
-def _flag_shares(values: Iterable[Any]) -> dict[str, Any]:
+def _flag_shares(values: pd.Series) -> dict[str, Any]:
     """Counts and shares of True / False / null in a nullable bool column."""
-    items = ["null" if _missing(v) else ("true" if bool(v) else "false") for v in values]
-    total = len(items)
-    counts = {key: items.count(key) for key in ("true", "false", "null")}
+    counts = _flag_counts(values)
+    total = len(values)
     shares = {key: (round(n / total, 4) if total else None) for key, n in counts.items()}
     return {"counts": counts, "shares": shares}
 
@@ -78,36 +131,34 @@ def _dropped_stats(dropped: pd.DataFrame | None) -> dict[str, Any]:
         return {"total": 0, "by_filter": {}, "by_reason": {}}
     from stepdata.pairs.filters import FILTER_ORDER
 
-    counts = _counts(dropped["drop_filter"])
+    counts = value_counts(dropped["drop_filter"])
     rank = {name: i for i, name in enumerate(FILTER_ORDER)}
     by_filter = dict(sorted(counts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
     by_reason: dict[str, dict[str, int]] = {}
     for name in by_filter:
-        by_reason[name] = _counts(dropped.loc[dropped["drop_filter"] == name, "drop_reason"])
+        by_reason[name] = value_counts(dropped.loc[dropped["drop_filter"] == name, "drop_reason"])
     return {"total": len(dropped), "by_filter": by_filter, "by_reason": by_reason}
 
 
 def pairs_stats(df: pd.DataFrame, dropped: pd.DataFrame | None = None) -> dict[str, Any]:
     """Statistics of the pairs in ``df`` and of the rows the filters removed (``dropped``, from
     :mod:`stepdata.pairs.filters`). Every value is JSON-serialisable."""
-    per_problem = df.groupby("problem_id", sort=False).size().tolist() if len(df) else []
-    chosen = [len(t) if isinstance(t, str) else 0 for t in df["chosen"]]
-    rejected = [len(t) if isinstance(t, str) else 0 for t in df["rejected"]]
+    per_problem = problem_sizes(df)
     return {
         "pairs": len(df),
-        "problems": int(df["problem_id"].nunique()) if len(df) else 0,
-        "by_kind": _counts(df["kind"]),
-        "by_source": _counts(df["source"]) if "source" in df.columns else {},
-        "error_step_histogram": _error_step_histogram(df["error_step"]),
+        "problems": problem_count(df),
+        "by_kind": pairs_by_kind(df),
+        "by_source": value_counts(df["source"]) if "source" in df.columns else {},
+        "error_step_histogram": _error_step_histogram(column(df, "error_step")),
         "pairs_per_problem": {
-            **_distribution(per_problem),
+            **distribution(per_problem),
             "histogram": {str(k): v for k, v in sorted(Counter(per_problem).items())},
         },
-        "chosen_chars": _distribution(chosen),
-        "rejected_chars": _distribution(rejected),
-        "chosen_verified": _flag_shares(df["chosen_verified"]),
-        "chosen_ends_solution": _flag_shares(df["chosen_ends_solution"]),
-        "rejected_ends_solution": _flag_shares(df["rejected_ends_solution"]),
+        "chosen_chars": distribution(text_lengths(column(df, "chosen"))),
+        "rejected_chars": distribution(text_lengths(column(df, "rejected"))),
+        "chosen_verified": _flag_shares(column(df, "chosen_verified")),
+        "chosen_ends_solution": _flag_shares(column(df, "chosen_ends_solution")),
+        "rejected_ends_solution": _flag_shares(column(df, "rejected_ends_solution")),
         "dropped": _dropped_stats(dropped),
     }
 

@@ -1,5 +1,13 @@
-"""The data pipeline's stages and the run machinery they share."""
+"""The data pipeline: stages as blocks (a Config, a lazily built engine, process, finalize), run by an executor.
 
+Sample (stage 1), localize (2), rectify (3) and synthesize (4) are
+:class:`~stepdata.pipeline.block.StageBlock` s; :class:`~stepdata.pipeline.executor.LocalExecutor`
+runs one over its input table with the resumable machinery of :mod:`stepdata.pipeline.run`;
+:mod:`stepdata.recipe` chains them from a YAML file.
+"""
+
+from stepdata.pipeline.block import EngineHandle, StageBlock
+from stepdata.pipeline.executor import LocalExecutor, RunOptions, StageResult
 from stepdata.pipeline.run import (
     ConfigChanged,
     RunSummary,
@@ -9,4 +17,5 @@ from stepdata.pipeline.run import (
 )
 from stepdata.pipeline.sample import SampleConfig, SampleStage
 
-__all__ = ["ConfigChanged", "RunSummary", "SampleConfig", "SampleStage", "StageRun", "merge_outputs", "parse_shard"]
+__all__ = ["ConfigChanged", "EngineHandle", "LocalExecutor", "RunOptions", "RunSummary", "SampleConfig", "SampleStage",
+           "StageBlock", "StageResult", "StageRun", "merge_outputs", "parse_shard"]

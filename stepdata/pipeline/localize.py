@@ -18,12 +18,13 @@ it once per batch, and writes its :class:`~stepdata.localize.base.Localization` 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from stepdata.answers import is_unfinished
-from stepdata.localize import make_localizer
+from stepdata.answers import AnswerPolicy, is_unfinished
+from stepdata.localize import make_localizer, options_for, required_options
 from stepdata.localize.base import (
     Localization,
     Localizer,
@@ -32,7 +33,54 @@ from stepdata.localize.base import (
     needs_of,
 )
 from stepdata.localize.judge import judge_evidence
+from stepdata.pipeline.block import StageBlock
+from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
 from stepdata.schema import LOCALIZE_STATUSES, LOCALIZED, status_of_error_step
+from stepdata.settings import setting
+
+METHOD_HELP = ("Any registered localizer. rules: exact checks of every step's arithmetic (no model); exact: rules "
+               "plus each step's value against the gold steps (embedded problems); judge: an LLM judge with a "
+               "majority vote; rules+judge: the judge only where rules find no false claim; rollouts: Monte-Carlo "
+               "continuations from each prefix with --model as the policy.")
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """Stage 2 options. Each localizer takes the ones its factory names (:func:`options`)."""
+
+    method: str = setting("rules", METHOD_HELP)
+    rollouts: int = setting(8, "Continuations per probed prefix (rollouts method).")
+    search: str = setting("binary", "Prefix search of the rollouts method.", choices=("binary", "linear"))
+    rules_tolerance: str = setting("written", "Rules methods. written: a claim holds when exact or true to the "
+                                              "decimals it writes (16 / 3 = 5 is false); rounded: an integer may "
+                                              "also be a rounding (16 / 3 = 5 holds).", choices=("written", "rounded"))
+    protocol: str = setting("processbench", "The judge's prompt protocol.", choices=("processbench", "stepdpo"))
+    votes: int = setting(5, "Judge samples per solution (majority vote).")
+    judge_max_tokens: int = setting(1024, "Most tokens per judge reply.")
+    judge_temperature: float = setting(0.7, "The judge's sampling temperature.")
+    judge_top_p: float = setting(0.95, "The judge's nucleus sampling mass.")
+    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP)
+    last_number_fallback: bool = setting(False, "Rollouts method: " + LAST_NUMBER_HELP)
+
+    def answer_policy(self) -> AnswerPolicy:
+        return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
+
+    def options(self, **more: Any) -> dict[str, Any]:
+        """The options ``method``'s factory takes, from this config and ``more`` (e.g. ``generator``, ``template``)."""
+        offered = {"rules_tolerance": self.rules_tolerance, "protocol": self.protocol, "votes": self.votes,
+                   "judge_max_tokens": self.judge_max_tokens, "judge_temperature": self.judge_temperature,
+                   "judge_top_p": self.judge_top_p, "rollouts": self.rollouts, "search": self.search,
+                   "answer_policy": self.answer_policy()} | more
+        return options_for(self.method, offered)
+
+    def recorded(self) -> dict[str, Any]:
+        """What a run records of this config: the method and the options its localizer takes."""
+        options = self.options()
+        recorded = {"method": self.method} | {k: v for k, v in options.items() if k != "answer_policy"}
+        return recorded | (self.answer_policy().describe() if "answer_policy" in options else {})
+
+    def uses_model(self) -> bool:
+        return "generator" in options_for(self.method, {"generator": None})
 
 
 def _value(value: Any) -> Any:
@@ -45,31 +93,82 @@ def _steps(row: dict[str, Any]) -> list[str]:
     return [] if steps is None else list(steps)
 
 
-class LocalizeStage:
-    """Adds the localization columns to a batch of wrong rollouts (a stage's ``process``).
+class LocalizeStage(StageBlock):
+    """Adds the localization columns to a batch of wrong rollouts (stage 2 as a block).
 
-    ``localizer`` is a :class:`~stepdata.localize.base.Localizer` or a registered name,
+    ``localizer`` is a :class:`~stepdata.localize.base.Localizer`, a registered name
     built with ``options`` (:func:`~stepdata.localize.make_localizer`: e.g. ``generator=``
-    for the judge or the policy, ``rules_tolerance=``). A localizer that reads the
-    question, gold answer, reference or meta (its ``needs``) gets them from
-    ``problems`` (a problem listed twice is used once), which must then be given.
+    for the judge or the policy, ``rules_tolerance=``), or None to build
+    ``config.method`` from ``config`` with ``engine`` (built on first use) as its model.
+    A localizer that reads the question, gold answer, reference or meta (its ``needs``)
+    gets them from ``problems`` (a problem listed twice is used once), which must then
+    be given. The rollouts localizer continues with the template the rollouts were
+    sampled with (the input's lineage).
     """
 
-    def __init__(self, localizer: str | Localizer = "rules", problems: pd.DataFrame | None = None,
-                 **options: Any) -> None:
-        if not isinstance(localizer, str) and options:
+    name, kind, key_column, Config = "localize", "localized", "rollout_id", LocalizeConfig
+
+    def __init__(self, localizer: str | Localizer | None = None, problems: pd.DataFrame | None = None, *,
+                 config: LocalizeConfig | None = None, engine: Any = None, **options: Any) -> None:
+        super().__init__(engine, config)
+        if localizer is not None and not isinstance(localizer, str) and options:
             raise ValueError(f"options {sorted(options)} are for building a localizer by name; this one is built")
-        self.localizer = make_localizer(localizer, **options) if isinstance(localizer, str) else localizer
-        self.needs = needs_of(self.localizer)
-        if self.needs and problems is None:
-            raise ValueError(f"localizer {self.localizer.name!r} needs the problems table "
-                             f"(for the problems' {', '.join(sorted(self.needs))})")
+        self._explicit = localizer is not None
         self.problems = problems.drop_duplicates("problem_id").set_index("problem_id") if problems is not None else None
+        self._localizer: Localizer | None
+        if isinstance(localizer, str):
+            self._localizer = make_localizer(localizer, **options)
+        elif localizer is not None:
+            self._localizer = localizer
+        else:
+            required_options(self.config.method)  # an unknown name is refused now, not at the first batch
+            # a localizer without a model is built now; a model-based one when a batch needs it (loading the engine)
+            self._localizer = None if self.config.uses_model() else self._from_config()
+        if self._localizer is not None:
+            self._check_needs(self._localizer)
+
+    def _from_config(self) -> Localizer:
+        more: dict[str, Any] = {"template": self.lineage["template"]} if self.lineage.get("template") else {}
+        if self.config.uses_model() and self.has_engine:
+            more["generator"] = self.generator
+        return make_localizer(self.config.method, **self.config.options(**more))
+
+    def _check_needs(self, localizer: Localizer) -> None:
+        if needs_of(localizer) and self.problems is None:
+            raise ValueError(f"localizer {localizer.name!r} needs the problems table "
+                             f"(for the problems' {', '.join(sorted(needs_of(localizer)))})")
+
+    @property
+    def localizer(self) -> Localizer:
+        """The localizer, built on first use (with a model-based one, that loads the engine)."""
+        if self._localizer is None:
+            self._localizer = self._from_config()
+            self._check_needs(self._localizer)
+        return self._localizer
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return needs_of(self.localizer)
 
     @property
     def method(self) -> str:
         """The localizer's name (what rows it could not be asked about record as their method)."""
-        return self.localizer.name
+        return self._localizer.name if self._localizer is not None else self.config.method
+
+    def settings(self) -> dict[str, Any]:
+        recorded = self.config.recorded() if not self._explicit else {"method": self.method}
+        settings = {"stage": self.name, **recorded}
+        if self.has_engine and self.config.uses_model():
+            settings |= {"model": self.model, "backend": (self.engine_description() or {}).get("backend"),
+                         "engine": self.engine_description()}
+        return settings | ({"lineage": dict(self.lineage)} if self.lineage else {}) | self.recorded
+
+    @classmethod
+    def build(cls, engine: Any, problems: pd.DataFrame | None, config: LocalizeConfig) -> LocalizeStage:
+        return cls(None, problems, config=config, engine=engine if config.uses_model() else None)
+
+    def units(self, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+        return wrong_rollouts(table)
 
     def _solution(self, row: dict[str, Any]) -> Solution:
         problem: dict[str, Any] = {}
@@ -87,7 +186,7 @@ class LocalizeStage:
                 "confidence": found.confidence, "rationale": found.rationale, "localizer_calls": found.calls,
                 "localizer_tokens": found.tokens, "error": found.error}  # an error is retried on resume
 
-    def __call__(self, rollouts: pd.DataFrame) -> pd.DataFrame:
+    def process(self, rollouts: pd.DataFrame) -> pd.DataFrame:
         records = rollouts.to_dict("records")
         ask = [row for row in records if _steps(row)]
         if ask and self.needs:
@@ -101,37 +200,40 @@ class LocalizeStage:
         rows = [row | results.get(row["rollout_id"], nothing) for row in records]
         return pd.DataFrame(rows, columns=LOCALIZED.names)
 
-    @staticmethod
-    def stats(localized: pd.DataFrame) -> dict[str, Any]:
-        """Counts by status and method, cost, and, when the judge was asked, how many of its replies were read.
+    def stats(self, localized: pd.DataFrame) -> dict[str, Any]:
+        return localize_stats(localized)
 
-        ``localized`` counts rows with a first error (error_step >= 0); a row found
-        error-free (-1) is ``no_error``, not localized.
-        """
-        if "status" in localized.columns:
-            status = localized["status"].fillna("unknown")
-        else:  # a table from before the status column
-            status = localized["error_step"].map(status_of_error_step)
-        found = status.eq("error")
-        by_status = {s: int(status.eq(s).sum()) for s in LOCALIZE_STATUSES}
-        methods = localized["method"].fillna("none").astype(str)
-        stats: dict[str, Any] = {
-            "localized": by_status["error"],
-            "no_error": by_status["no_error"],
-            "unknown": by_status["unknown"],
-            "unfinished": by_status["unfinished"],
-            "error_step_histogram": {int(k): int(v) for k, v in localized.loc[found, "error_step"].value_counts().sort_index().items()},
-            "localizer_calls": int(localized["localizer_calls"].fillna(0).sum()),
-            "localizer_tokens": int(localized["localizer_tokens"].fillna(0).sum()),
-            "by_method": {str(k): int(v) for k, v in methods.value_counts().items()},
-            "status_by_method": {m: {s: int(n) for s, n in status[methods == m].value_counts().items()}
-                                 for m in methods.unique()},
-            "error_rows": int(localized["error"].notna().sum()),
-        }
-        judged = localized[methods.eq("judge") & localized["localizer_calls"].fillna(0).gt(0)]
-        if len(judged):
-            stats["judge"] = judge_stats(judged)
-        return stats
+
+def localize_stats(localized: pd.DataFrame) -> dict[str, Any]:
+    """Counts by status and method, cost, and, when the judge was asked, how many of its replies were read.
+
+    ``localized`` counts rows with a first error (error_step >= 0); a row found
+    error-free (-1) is ``no_error``, not localized.
+    """
+    if "status" in localized.columns:
+        status = localized["status"].fillna("unknown")
+    else:  # a table from before the status column
+        status = localized["error_step"].map(status_of_error_step)
+    found = status.eq("error")
+    by_status = {s: int(status.eq(s).sum()) for s in LOCALIZE_STATUSES}
+    methods = localized["method"].fillna("none").astype(str)
+    stats: dict[str, Any] = {
+        "localized": by_status["error"],
+        "no_error": by_status["no_error"],
+        "unknown": by_status["unknown"],
+        "unfinished": by_status["unfinished"],
+        "error_step_histogram": {int(k): int(v) for k, v in localized.loc[found, "error_step"].value_counts().sort_index().items()},
+        "localizer_calls": int(localized["localizer_calls"].fillna(0).sum()),
+        "localizer_tokens": int(localized["localizer_tokens"].fillna(0).sum()),
+        "by_method": {str(k): int(v) for k, v in methods.value_counts().items()},
+        "status_by_method": {m: {s: int(n) for s, n in status[methods == m].value_counts().items()}
+                             for m in methods.unique()},
+        "error_rows": int(localized["error"].notna().sum()),
+    }
+    judged = localized[methods.eq("judge") & localized["localizer_calls"].fillna(0).gt(0)]
+    if len(judged):
+        stats["judge"] = judge_stats(judged)
+    return stats
 
 
 def judge_stats(judged: pd.DataFrame) -> dict[str, int]:

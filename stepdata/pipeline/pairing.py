@@ -18,7 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from stepdata.io import write_table
+from stepdata.io import read_table, write_table, write_text_atomic
+from stepdata.pairs.stats import chosen_verified_counts, pairs_by_kind
+from stepdata.pipeline.block import StageBlock
 from stepdata.pipeline.run import StageRun
 from stepdata.schema import ATTEMPTS, PAIRS
 
@@ -84,32 +86,49 @@ def attempts_path_for(pairs_out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.attempts{out.suffix or '.parquet'}")
 
 
+class PairStage(StageBlock):
+    """A stage that makes pairs (rectify, synthesize): attempts are its resumable table, and
+    :meth:`finalize` flattens them into the pairs table next to it, capped per problem."""
+
+    kind, key_column = "attempts", "unit_id"
+
+    def output_path(self, out: str | Path) -> Path:
+        return attempts_path_for(out)
+
+    def extra_outputs(self, run: StageRun) -> list[Path]:
+        return [pairs_path_for(run.final)]
+
+    def stats(self, attempts: pd.DataFrame) -> dict[str, Any]:
+        return attempts_stats(attempts)
+
+    def finalize(self, run: StageRun, attempts: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+        return finish_pairs(run, attempts, self.config.max_pairs_per_problem)
+
+    def finished(self, run: StageRun, summary: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+        return read_table(pairs_path_for(run.final), kind="pairs"), dict(summary.get("stage_stats") or {})
+
+
 def run_pair_stage(run: StageRun, units: pd.DataFrame, process: Callable[[pd.DataFrame], pd.DataFrame],
                    max_per_problem: int | None, extra_stats: dict[str, Any] | None = None,
                    tokens_done: Callable[[], int] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Run the stage resumably over ``units``, then write the flat pairs table next to the attempts.
+    """Run a pair-making ``process`` resumably over ``units`` with a bare StageRun, then :func:`finish_pairs`."""
+    attempts = run.run(units, process, lambda df: attempts_stats(df) | (extra_stats or {}), tokens_done=tokens_done)
+    return finish_pairs(run, attempts, max_per_problem)
 
-    Returns the pairs and the stage statistics (also merged into the run summary file).
-    """
-    attempts = run.run(units, process, attempts_stats, tokens_done=tokens_done)
+
+def finish_pairs(run: StageRun, attempts: pd.DataFrame,
+                 max_per_problem: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Write the flat pairs table next to the attempts; returns the pairs and the stage statistics
+    (also merged into both summary files)."""
     pairs, capped = flatten_pairs(attempts, max_per_problem)
     pairs_path = pairs_path_for(run.final)
     write_table(pairs, pairs_path, "pairs", config=run.config | {"stage": run.stage})
     stats = dict(run.summary.stage_stats) | {"pairs": len(pairs), "capped_per_problem": capped,
-                                            "pairs_by_kind": {str(k): int(v) for k, v in pairs["kind"].value_counts().items()},
-                                            "chosen_verified": _verified_counts(pairs),
+                                            "pairs_by_kind": pairs_by_kind(pairs),
+                                            "chosen_verified": chosen_verified_counts(pairs),
                                             "pairs_output": str(pairs_path)}
-    if extra_stats:
-        stats |= extra_stats
     run.summary.stage_stats = stats
-    summary_path = run.final.with_name(run.final.name + ".summary.json")
-    summary_path.write_text(json.dumps(run.summary.as_dict(), indent=1, default=str))
-    pairs_path.with_name(pairs_path.name + ".summary.json").write_text(
-        json.dumps(run.summary.as_dict(), indent=1, default=str))
+    text = json.dumps(run.summary.as_dict(), indent=1, default=str)
+    for path in (run.final, pairs_path):
+        write_text_atomic(path.with_name(path.name + ".summary.json"), text)
     return pairs, stats
-
-
-def _verified_counts(pairs: pd.DataFrame) -> dict[str, int]:
-    values = pairs["chosen_verified"]
-    return {"true": int(values.eq(True).sum()), "false": int(values.eq(False).sum()),
-            "unchecked": int(values.isna().sum())}

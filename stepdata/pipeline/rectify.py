@@ -15,54 +15,55 @@ Per unit outcomes, recorded in the attempts table: ``pairs``; ``no_error_step``
 (not localized, or localized as error-free); ``unfinished`` (the localizer found
 the solution incomplete and no error in what it has); ``prefix_mismatch`` (the error step
 is past the end of the steps, or the steps no longer join to the completion);
-``unknown_problem``; ``no_correct_continuation``; ``no_distinct_step`` (every
-right continuation's first step equals the rejected one or failed verification).
+``unknown_problem``; ``prompt_mismatch`` (the template no longer renders the prompt the
+rollout was sampled with: see :mod:`stepdata.pipeline.lineage`); ``no_correct_continuation``;
+``no_distinct_step`` (every right continuation's first step equals the rejected one or
+failed verification).
 """
 
 from __future__ import annotations
 
-import re
-import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
 
 from stepdata.answers import AnswerPolicy, is_unfinished
-from stepdata.generation import Generator, SamplingConfig
+from stepdata.generation import GenerationRequest, SamplingConfig
 from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
 from stepdata.pipeline.continuer import Continuer, Prefix
-from stepdata.pipeline.pairing import attempt_row, attempts_frame
-from stepdata.pipeline.run import StageRun
+from stepdata.pipeline.lineage import prompt_mismatch
+from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
+from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
 from stepdata.prompts import load_prompt
-from stepdata.steps import join_steps, split_steps
+from stepdata.settings import setting
+from stepdata.steps import join_steps, normalized_step, split_steps
 
 VerifyMode = Literal["mark", "drop", "none"]
-_SPACE = re.compile(r"\s+")
-
-
-def normalized(step: str) -> str:
-    """A step compared as people read it: whitespace collapsed."""
-    return _SPACE.sub(" ", step).strip()
 
 
 @dataclass(frozen=True)
 class RectifyConfig:
     """Stage 3 options. Step-DPO sampled 20 continuations at T=0.8, top_p=0.95; 8 is the default here."""
 
-    template: str = "step_by_step"
-    n: int = 8
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 512
-    seed: int = 0
-    max_pairs_per_rollout: int | None = None
-    # mark: check each chosen step (exact checker on embedded problems, rules elsewhere) and record the verdict
-    # in chosen_verified; drop: also drop the ones it rejects (counted); none: no check
-    verify: VerifyMode = "mark"
-    answer_timeout: float = 5.0
-    last_number_fallback: bool = False  # model text states an answer only explicitly unless this is True
+    template: str | None = setting(None, "The template the rollouts were sampled with (default: the one their "
+                                         "table records; a template that no longer renders their prompt is a "
+                                         "per-row prompt_mismatch).")
+    n: int = setting(8, "Continuations per wrong rollout (Step-DPO used 20).")
+    temperature: float = setting(0.8, "Sampling temperature.")
+    top_p: float = setting(0.95, "Nucleus sampling mass.")
+    max_tokens: int = setting(512, "Most tokens per continuation; one cut there is unfinished.")
+    seed: int = setting(0, "Base seed.")
+    max_pairs_per_rollout: int | None = setting(None, "Keep at most this many distinct chosen steps per rollout.")
+    max_pairs_per_problem: int | None = setting(None, "Keep at most this many pairs per problem (and pair kind).")
+    max_rollouts_per_problem: int | None = setting(None, "Rectify at most this many localized rollouts per problem "
+                                                         "(the rest are counted in the summary's left_out).")
+    verify: VerifyMode = setting("mark", "Check each chosen step (exact checker on embedded problems, arithmetic "
+                                         "rules elsewhere): mark records the verdict in chosen_verified; drop also "
+                                         "drops (and counts) rejected ones.", choices=("mark", "drop", "none"))
+    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP)
+    last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
 
     def answer_policy(self) -> AnswerPolicy:
         return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
@@ -72,19 +73,56 @@ class RectifyConfig:
                               max_tokens=self.max_tokens, seed=self.seed)
 
 
-class RectifyStage:
-    """Localized rollouts in, attempts (with their Step-DPO pairs) out: a stage's ``process``."""
+class RectifyStage(PairStage):
+    """Localized rollouts in, attempts (with their Step-DPO pairs) out: stage 3 as a block.
 
-    name = "rectify"
+    ``engine``: the policy (a Generator, or an EngineConfig / EngineHandle built when a
+    batch needs it); ``problems`` holds the questions and gold answers.
+    """
 
-    def __init__(self, generator: Generator, problems: pd.DataFrame, config: RectifyConfig = RectifyConfig()):
-        self.generator, self.config = generator, config
-        self.template = load_prompt(config.template)
-        self.continuer = Continuer(generator, self.template, config.answer_policy())  # checks the template continues
+    name, Config = "rectify", RectifyConfig
+
+    def __init__(self, engine: Any, problems: pd.DataFrame, config: RectifyConfig = RectifyConfig()):
+        super().__init__(engine, config)
+        self.template_name = config.template or "step_by_step"
+        self.template = load_prompt(self.template_name)
+        if not self.template.continues_assistant:
+            raise ValueError(f"template {self.template.name!r} must end with a partial assistant answer to continue from")
         self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
         self.sampling = config.sampling()
-        self._lock = threading.Lock()
-        self.totals = {"completion_tokens": 0}
+        self._continuer: Continuer | None = None
+
+    @property
+    def continuer(self) -> Continuer:
+        if self._continuer is None:
+            self._continuer = Continuer(self.generator, self.template, self.config.answer_policy())
+        return self._continuer
+
+    def inherit(self, lineage: dict[str, Any]) -> None:
+        """The input's lineage; its template is used unless the config names one."""
+        super().inherit(lineage)
+        if self.config.template is None and lineage.get("template"):
+            self.template_name = lineage["template"]
+            self.template = load_prompt(self.template_name)
+            self._continuer = None
+
+    def settings(self) -> dict[str, Any]:
+        return super().settings() | {"template": self.template_name}
+
+    @classmethod
+    def build(cls, engine: Any, problems: pd.DataFrame | None, config: Any) -> RectifyStage:
+        if problems is None:
+            raise ValueError("rectify needs the problems (questions and gold answers): give --problems")
+        return cls(engine, problems, config)
+
+    def units(self, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+        """Every localized rollout (keyed by its rollout id), at most ``max_rollouts_per_problem`` per problem."""
+        units = table.assign(unit_id=table["rollout_id"])
+        cap = self.config.max_rollouts_per_problem
+        if cap is None:
+            return units, {}
+        kept = units.groupby("problem_id", sort=False).head(cap).reset_index(drop=True)
+        return kept, {"over_max_rollouts_per_problem": len(units) - len(kept)}
 
     def _precheck(self, row: dict[str, Any]) -> tuple[str, str] | None:
         """(outcome, detail) when the unit cannot be rectified, None when it can."""
@@ -99,9 +137,14 @@ class RectifyStage:
             return "prefix_mismatch", f"error_step {int(k)} but the rollout has {len(steps)} steps"
         if isinstance(row.get("completion"), str) and join_steps(steps) != row["completion"]:
             return "prefix_mismatch", "the steps no longer join to the rollout's completion"
+        question = self.problems.loc[row["problem_id"], "question"]
+        mismatch = prompt_mismatch(row.get("prompt"), self.generator,
+                                   GenerationRequest.chat(str(row["problem_id"]), self.template.render(question=question)))
+        if mismatch is not None:
+            return "prompt_mismatch", mismatch
         return None
 
-    def __call__(self, localized: pd.DataFrame) -> pd.DataFrame:
+    def process(self, localized: pd.DataFrame) -> pd.DataFrame:
         records = localized.to_dict("records")
         out: dict[str, dict[str, Any]] = {}
         work: list[tuple[dict[str, Any], Prefix]] = []
@@ -117,8 +160,7 @@ class RectifyStage:
         continued = self.continuer.continue_and_label([p for _, p in work], self.sampling)
         for (row, _), result in zip(work, continued):
             tokens = result.tokens
-            with self._lock:
-                self.totals["completion_tokens"] += tokens
+            self.count_tokens(tokens)
             if not result.ok:
                 out[row["rollout_id"]] = attempt_row(row["rollout_id"], row["problem_id"], self.name, None,
                                                      error=result.error)
@@ -143,13 +185,13 @@ class RectifyStage:
         right = [c for c, label in zip(completions, labels) if label.correct]
         unfinished = sum(not label.finished for label in labels)
         rejected_finished = not is_unfinished(row.get("finish_reason"))
-        seen, pairs, failed_check = {normalized(rejected)}, [], 0
+        seen, pairs, failed_check = {normalized_step(rejected)}, [], 0
         for completion in right:
             pieces = split_steps(completion.text)
             if not pieces:
                 continue
             chosen = pieces[0]
-            key = normalized(chosen)
+            key = normalized_step(chosen)
             if key in seen:
                 continue
             seen.add(key)
@@ -183,38 +225,15 @@ class RectifyStage:
                            unfinished=unfinished)
 
 
-def rectify_run(model: str, localized: pd.DataFrame, out: str, config: RectifyConfig = RectifyConfig(), *,
-                max_pairs_per_problem: int | None = None, batch_size: int = 64, shard: tuple[int, int] = (0, 1),
-                overwrite: bool = False, allow_config_change: bool = False, run_config: dict[str, Any] | None = None,
-                progress: bool = True) -> tuple[StageRun, pd.DataFrame]:
-    """Stage 3's resumable run and its units, built from the model's name alone.
+def run_rectify(generator: Any, localized: pd.DataFrame, problems: pd.DataFrame, out: str,
+                config: RectifyConfig = RectifyConfig(), **run_options: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Stage 3 run locally and resumably: attempts in ``OUT.attempts.parquet``, Step-DPO pairs in ``out``.
 
-    Needs no engine, so a caller can check the output folder (``run.check(units)``: a
-    changed config, a finished run) before it spends time loading one.
+    ``run_options`` are :class:`~stepdata.pipeline.executor.RunOptions` fields (batch_size, shard, ...).
     """
-    from dataclasses import asdict
+    from stepdata.pipeline.executor import LocalExecutor, split_options
 
-    from stepdata.pipeline.pairing import attempts_path_for
-
-    settings = {"stage": "rectify", "model": model, "max_pairs_per_problem": max_pairs_per_problem,
-                **asdict(config), **(run_config or {})}
-    run = StageRun("rectify", attempts_path_for(out), "attempts", settings, key_column="unit_id",
-                   batch_size=batch_size, shard=shard, overwrite=overwrite, allow_config_change=allow_config_change,
-                   progress=progress)
-    return run, localized.assign(unit_id=localized["rollout_id"])  # the attempts table's key
-
-
-def run_rectify(generator: Generator, localized: pd.DataFrame, problems: pd.DataFrame, out: str,
-                config: RectifyConfig = RectifyConfig(), *, max_pairs_per_problem: int | None = None,
-                batch_size: int = 64, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
-                allow_config_change: bool = False, run_config: dict[str, Any] | None = None,
-                progress: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Stage 3 as a resumable run: attempts in ``OUT.attempts.parquet``, Step-DPO pairs in ``out``."""
-    from stepdata.pipeline.pairing import run_pair_stage
-
-    stage = RectifyStage(generator, problems, config)
-    run, units = rectify_run(generator.model, localized, out, config, max_pairs_per_problem=max_pairs_per_problem,
-                             batch_size=batch_size, shard=shard, overwrite=overwrite,
-                             allow_config_change=allow_config_change, run_config=run_config, progress=progress)
-    return run_pair_stage(run, units, stage, max_pairs_per_problem,
-                          tokens_done=lambda: stage.totals["completion_tokens"])
+    config, options = split_options(config, {"out": str(out), **run_options})
+    result = LocalExecutor(options).run(RectifyStage(generator, problems, config),
+                                                                         localized)
+    return result.table, result.stats

@@ -39,7 +39,13 @@ from typing import Any
 
 import pandas as pd
 
-from stepdata.io import read_metadata, read_table, redact_secrets, write_table
+from stepdata.io import (
+    read_metadata,
+    read_table,
+    redact_secrets,
+    write_table,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +253,7 @@ class StageRun:
         return RunCheck(len(batches), done, errors, finished=finished, summary=summary)
 
     def _save_manifest(self, manifest: dict[str, Any]) -> None:
-        tmp = self.manifest_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, self.manifest_path)
+        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=1))
 
     # -- the run --------------------------------------------------------------------------
 
@@ -298,7 +302,7 @@ class StageRun:
         summary.stage_stats = stage_stats(output) if stage_stats else {}
         write_table(output, self.final, self.kind, config=self.config | {"stage": self.stage, "shard": f"{index}/{total}"})
         summary_path = self.final.with_name(self.final.name + ".summary.json")
-        summary_path.write_text(json.dumps(summary.as_dict(), indent=1, default=str))
+        write_text_atomic(summary_path, json.dumps(summary.as_dict(), indent=1, default=str))
         self.summary = summary
         return output
 

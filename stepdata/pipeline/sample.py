@@ -11,34 +11,39 @@ null), retried when the run resumes.
 
 from __future__ import annotations
 
-import json
-import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
 from stepdata.answers import AnswerPolicy, is_unfinished
-from stepdata.generation import GenerationRequest, Generator, SamplingConfig
+from stepdata.generation import GenerationRequest, SamplingConfig
+from stepdata.pipeline.block import StageBlock
+from stepdata.pipeline.lineage import prompt_text
 from stepdata.prompts import load_prompt
 from stepdata.schema import ROLLOUTS
+from stepdata.settings import setting
 from stepdata.steps import split_steps
+
+LAST_NUMBER_HELP = ("Also read a solution's last number as its answer when it states none explicitly "
+                    "(off: only \\boxed{}, 'The answer is' and '#### N' count).")
+ANSWER_TIMEOUT_HELP = "Seconds an answer check may take before it counts as failed (and is retried on resume)."
 
 
 @dataclass(frozen=True)
 class SampleConfig:
     """Stage 1 options; defaults follow Step-DPO's recipe (T=0.8, top_p=0.95)."""
 
-    template: str = "step_by_step"
-    n: int = 4
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 512
-    seed: int = 0
-    split_mode: str = "auto"
-    answer_timeout: float = 5.0
-    # model text states an answer only explicitly (\boxed{}, "The answer is", #### N); True also reads the last number
-    last_number_fallback: bool = False
+    template: str = setting("step_by_step", "Prompt template (prompts/NAME.txt or a file).")
+    n: int = setting(4, "Samples per problem.")
+    temperature: float = setting(0.8, "Sampling temperature.")
+    top_p: float = setting(0.95, "Nucleus sampling mass.")
+    max_tokens: int = setting(512, "Most tokens per sample; a sample cut there is unfinished.")
+    seed: int = setting(0, "Base seed (each request's seed derives from it and the problem id).")
+    split_mode: str = setting("auto", "How a solution is split into steps.",
+                              choices=("auto", "markers", "paragraphs", "lines"))
+    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP)
+    last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
 
     def answer_policy(self) -> AnswerPolicy:
         return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
@@ -48,22 +53,29 @@ class SampleConfig:
                               max_tokens=self.max_tokens, seed=self.seed)
 
 
-class SampleStage:
-    """Turns a batch of problems into rollouts with one generator (a stage's ``process``)."""
+class SampleStage(StageBlock):
+    """Turns a batch of problems into rollouts with one engine (stage 1 as a block).
 
-    def __init__(self, generator: Generator, config: SampleConfig = SampleConfig()):
-        self.generator = generator
-        self.config = config
+    ``engine``: a Generator, or an EngineConfig / EngineHandle built when the first batch needs it.
+    """
+
+    name, kind, key_column, Config = "sample", "rollouts", "problem_id", SampleConfig
+
+    def __init__(self, engine: Any = None, config: SampleConfig = SampleConfig()):
+        super().__init__(engine, config)
         self.template = load_prompt(config.template)
         self.sampling = config.sampling()
         self.answers = config.answer_policy()
-        self._lock = threading.Lock()
-        self.totals = {"completion_tokens": 0, "generate_seconds": 0.0}
+        self.totals["generate_seconds"] = 0.0
+        self.lineage = {"template": config.template}
+
+    def settings(self) -> dict[str, Any]:
+        return super().settings() | {"lineage": self.lineage | {"model": self.model}}
 
     def request_for(self, problem: Any) -> GenerationRequest:
         return GenerationRequest.chat(str(problem.problem_id), self.template.render(question=problem.question))
 
-    def __call__(self, problems: pd.DataFrame) -> pd.DataFrame:
+    def process(self, problems: pd.DataFrame) -> pd.DataFrame:
         problems = problems.reset_index(drop=True)
         requests = [self.request_for(p) for p in problems.itertuples()]
         results = self.generator.generate(requests, self.sampling)
@@ -71,7 +83,7 @@ class SampleStage:
         rows: list[dict[str, Any]] = []
         to_label: list[tuple[int, tuple[Any, str, str | None]]] = []
         for problem, request, result in zip(problems.itertuples(), requests, results):
-            prompt = result.prompt_text or json.dumps(list(request.messages or ()), ensure_ascii=False)
+            prompt = prompt_text(None, request, result)
             base = {"problem_id": str(problem.problem_id), "prompt": prompt, "model": self.generator.model,
                     "sampling": self.sampling.as_record(), "prompt_tokens": result.prompt_tokens}
             if not result.ok:
@@ -107,6 +119,7 @@ class SampleStage:
             "accuracy": round(float(judged["correct"].mean()), 4) if len(judged) else None,
             "judged_samples": len(judged),
             **{k: v for k, v in rollout_counts(rollouts).items() if k in ("unfinished", "no_answer")},
+            "labels": rollout_counts(rollouts),
             "problems": int(rollouts["problem_id"].nunique()),
             "problems_with_a_correct_sample": int((per_problem["sum"] > 0).sum()),
             "problems_all_wrong": int((per_problem["sum"] == 0).sum()),

@@ -29,52 +29,59 @@ step that differs; a continuation identical to the original is no negative.
 from __future__ import annotations
 
 import random
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from stepdata.answers import AnswerPolicy
-from stepdata.generation import STOP_EOS, STOP_LENGTH, Generator, SamplingConfig
+from stepdata.generation import STOP_EOS, STOP_LENGTH, GenerationRequest, SamplingConfig
 from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
 from stepdata.pipeline.continuer import Continued, Continuer, Prefix
-from stepdata.pipeline.pairing import attempt_row, attempts_frame
-from stepdata.pipeline.rectify import normalized
-from stepdata.pipeline.run import StageRun
+from stepdata.pipeline.lineage import prompt_mismatch
+from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
+from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
 from stepdata.prompts import load_prompt
+from stepdata.settings import setting
 from stepdata.steps import (
     join_steps,
+    normalized_step,
     split_steps,
     strip_partial_overlap,
     to_step_format,
 )
 
 STEP_STOP = "\nStep"
-UNIT_COLUMNS = ["unit_id", "problem_id", "steps", "wrong_completion", "wrong_finished"]
+UNIT_COLUMNS = ["unit_id", "problem_id", "steps", "wrong_completion", "wrong_finished", "prompt"]
 
 
 @dataclass(frozen=True)
 class SynthesizeConfig:
     """Stage 4 options (defaults from SCDPO's code where it has one)."""
 
-    template: str = "step_by_step"
-    temperature_start: float = 1.1
-    temperature_step: float = 0.1
-    temperature_max: float = 1.4
-    top_p: float = 1.0
-    rounds: int = 3
-    cuts: int | None = None  # None: every cut point; N: N sampled per solution
-    include_last_step: bool = False
-    max_step_tokens: int = 160
-    extra_steps: int = 3  # a continuation may run this many steps past the original before it is dropped
-    seed: int = 0
-    max_pairs_per_solution: int | None = None
-    dpo_pairs: bool = False  # also pair each correct rollout with a wrong one of the same problem (whole solutions)
-    answer_timeout: float = 5.0
-    schedule: tuple[float, ...] = field(default=())  # explicit per-step temperatures; overrides start/step/max
-    last_number_fallback: bool = False  # model text states an answer only explicitly unless this is True
+    template: str | None = setting(None, "Prompt template (default: the one the rollouts table records, else "
+                                         "step_by_step).")
+    temperature_start: float = setting(1.1, "Temperature of the first generated step (SCDPO: 1.1).")
+    temperature_step: float = setting(0.1, "Added per generated step (SCDPO: 0.1).")
+    temperature_max: float = setting(1.4, "Highest temperature (SCDPO: 1.4).")
+    top_p: float = setting(1.0, "Nucleus sampling mass.")
+    rounds: int = setting(3, "Continuations tried per cut point.")
+    cuts: int | None = setting(None, "Cut points sampled per solution (default: every step but the last).")
+    include_last_step: bool = setting(False, "Also cut before the last step.")
+    max_step_tokens: int = setting(160, "Longest generated step.")
+    extra_steps: int = setting(3, "A continuation may run this many steps past the original before it is dropped.")
+    seed: int = setting(0, "Base seed.")
+    max_pairs_per_solution: int | None = setting(None, "Keep at most this many pairs per solution.")
+    max_pairs_per_problem: int | None = setting(2, "Per problem and pair kind (DPO pairs have their own cap): SCDPO "
+                                                   "kept 2 for GSM8K-like data, 3 for MATH-like data.")
+    max_solutions_per_problem: int | None = setting(None, "Use at most this many correct solutions per problem "
+                                                          "(the rest are counted in the summary's left_out).")
+    dpo_pairs: bool = setting(False, "Also add whole-solution DPO pairs (correct vs wrong rollout).")
+    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP)
+    schedule: tuple[float, ...] = setting((), "Per-step temperatures, e.g. '1.1,1.2,1.3,1.4' (overrides "
+                                              "--temperature-start/-step/-max).")
+    last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
 
     def answer_policy(self) -> AnswerPolicy:
         return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
@@ -99,23 +106,65 @@ class _Branch:
     tokens: int = 0
 
 
-class SynthesizeStage:
-    """Correct solutions in, attempts (with their SCDPO pairs) out: a stage's ``process``.
+class SynthesizeStage(PairStage):
+    """Correct solutions in, attempts (with their SCDPO pairs) out: stage 4 as a block.
 
-    Units are rows with ``unit_id``, ``problem_id``, ``steps`` (a correct
-    solution's steps) and optionally ``wrong_completion`` (for ``dpo_pairs``).
+    Its input is a rollouts table (its correct rollouts), a problems table (their
+    reference solutions) or ready units: rows with ``unit_id``, ``problem_id``,
+    ``steps`` (a correct solution's steps), optionally ``wrong_completion`` (for
+    ``dpo_pairs``) and ``prompt`` (the rollout's stored prompt, checked against the
+    template).
     """
 
-    name = "synthesize"
+    name, Config = "synthesize", SynthesizeConfig
 
-    def __init__(self, generator: Generator, problems: pd.DataFrame, config: SynthesizeConfig = SynthesizeConfig()):
-        self.generator, self.config = generator, config
-        self.template = load_prompt(config.template)
+    def __init__(self, engine: Any, problems: pd.DataFrame, config: SynthesizeConfig = SynthesizeConfig()):
+        super().__init__(engine, config)
+        self.template_name = config.template or "step_by_step"
+        self.template = load_prompt(self.template_name)
+        if not self.template.continues_assistant:
+            raise ValueError(f"template {self.template.name!r} must end with a partial assistant answer to continue from")
         self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
         self.answers = config.answer_policy()
-        self.continuer = Continuer(generator, self.template, self.answers)  # checks the template continues
-        self._lock = threading.Lock()
-        self.totals = {"completion_tokens": 0}
+        self._continuer: Continuer | None = None
+
+    @property
+    def continuer(self) -> Continuer:
+        if self._continuer is None:
+            self._continuer = Continuer(self.generator, self.template, self.answers)
+        return self._continuer
+
+    def inherit(self, lineage: dict[str, Any]) -> None:
+        """The input's lineage; its template is used unless the config names one."""
+        super().inherit(lineage)
+        if self.config.template is None and lineage.get("template"):
+            self.template_name = lineage["template"]
+            self.template = load_prompt(self.template_name)
+            self._continuer = None
+
+    def settings(self) -> dict[str, Any]:
+        return super().settings() | {"template": self.template_name}
+
+    @classmethod
+    def build(cls, engine: Any, problems: pd.DataFrame | None, config: Any) -> SynthesizeStage:
+        if problems is None:
+            raise ValueError("synthesize needs the problems (questions and gold answers): give --problems")
+        return cls(engine, problems, config)
+
+    def units(self, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+        """Ready units as they are; else the correct rollouts, or the problems' reference solutions."""
+        if "unit_id" in table.columns:
+            units, left = table, {}
+        elif "rollout_id" in table.columns:
+            units, left = synthesis_units(rollouts=table)
+        else:
+            units, left = synthesis_units(problems=table, template=self.template_name)
+        cap = self.config.max_solutions_per_problem
+        if cap is not None:
+            kept = units.groupby("problem_id", sort=False).head(cap).reset_index(drop=True)
+            left = left | {"over_max_solutions_per_problem": len(units) - len(kept)}
+            units = kept
+        return units, left
 
     def cut_points(self, unit_id: str, n_steps: int) -> list[int]:
         last = n_steps if self.config.include_last_step else n_steps - 1
@@ -129,7 +178,7 @@ class SynthesizeStage:
         return SamplingConfig(n=n, temperature=self.config.temperature(level), top_p=self.config.top_p,
                               max_tokens=self.config.max_step_tokens, stop=(STEP_STOP,), seed=self.config.seed)
 
-    def __call__(self, units: pd.DataFrame) -> pd.DataFrame:
+    def process(self, units: pd.DataFrame) -> pd.DataFrame:
         records = units.to_dict("records")
         out: dict[str, dict[str, Any]] = {}
         branches: list[_Branch] = []
@@ -138,6 +187,13 @@ class SynthesizeStage:
             if row["problem_id"] not in self.problems.index:
                 out[row["unit_id"]] = attempt_row(row["unit_id"], row["problem_id"], self.name, "unknown_problem",
                                                   detail=f"problem {row['problem_id']!r} is not in the problems table")
+                continue
+            question = self.problems.loc[row["problem_id"], "question"]
+            mismatch = prompt_mismatch(row.get("prompt"), self.generator, GenerationRequest.chat(
+                str(row["problem_id"]), self.template.render(question=question)))
+            if mismatch is not None:
+                out[row["unit_id"]] = attempt_row(row["unit_id"], row["problem_id"], self.name, "prompt_mismatch",
+                                                  detail=mismatch)
                 continue
             cuts = self.cut_points(row["unit_id"], len(steps))
             if not cuts and not self.config.dpo_pairs:
@@ -189,8 +245,7 @@ class SynthesizeStage:
             errors[branches[0].unit] = result.error
             return
         original = len(records[branches[0].unit]["steps"])
-        with self._lock:
-            self.totals["completion_tokens"] += result.tokens
+        self.count_tokens(result.tokens)
         # a server that reports usage per request only (n > 1 over HTTP) gets its total shared out
         share = result.tokens // max(len(result.completions), 1)
         for branch, completion in zip(branches, result.completions):
@@ -223,7 +278,7 @@ class SynthesizeStage:
         todo = [b for b in branches if b.done and b.dropped is None]
         for b in todo:
             pieces = split_steps(b.text)
-            bodies = [normalized(p) for p in pieces]
+            bodies = [normalized_step(p) for p in pieces]
             if len(bodies) != len(set(bodies)):
                 b.dropped = "repeats_a_step"
         todo = [b for b in todo if b.dropped is None]
@@ -254,10 +309,10 @@ class SynthesizeStage:
                     branch.dropped = "same_as_original"
                     continue
                 error_step, rejected = divergence
-                if (error_step, normalized(rejected)) in seen:
+                if (error_step, normalized_step(rejected)) in seen:
                     branch.dropped = "duplicate_negative"
                     continue
-                seen.add((error_step, normalized(rejected)))
+                seen.add((error_step, normalized_step(rejected)))
                 pairs.append(make_pair(**common, prefix_steps=steps[:error_step], chosen=join_steps(steps[error_step:]),
                                        rejected=rejected, kind="scdpo", error_step=error_step,
                                        chosen_verified=verify_step(steps[error_step], error_step, problem.get("meta")),
@@ -327,7 +382,7 @@ def synthesis_units(rollouts: pd.DataFrame | None = None, problems: pd.DataFrame
             used[r.problem_id] = i + 1
             text, text_finished = options[i % len(options)] if options else (None, None)
             rows.append({"unit_id": r.rollout_id, "problem_id": r.problem_id, "steps": list(r.steps),
-                         "wrong_completion": text, "wrong_finished": text_finished})
+                         "wrong_completion": text, "wrong_finished": text_finished, "prompt": r.prompt})
         left = {"not_correct": int(len(rollouts) - len(right))}
         return pd.DataFrame(rows, columns=UNIT_COLUMNS), left
     if problems is None:
@@ -344,40 +399,16 @@ def synthesis_units(rollouts: pd.DataFrame | None = None, problems: pd.DataFrame
     return pd.DataFrame(rows, columns=UNIT_COLUMNS), {"no_solution": missing}
 
 
-def synthesize_run(model: str, out: str, config: SynthesizeConfig = SynthesizeConfig(), *,
-                   max_pairs_per_problem: int | None = 2, batch_size: int = 64, shard: tuple[int, int] = (0, 1),
-                   overwrite: bool = False, allow_config_change: bool = False,
-                   run_config: dict[str, Any] | None = None, progress: bool = True) -> StageRun:
-    """Stage 4's resumable run, built from the model's name alone.
+def run_synthesize(generator: Any, units: pd.DataFrame, problems: pd.DataFrame, out: str,
+                   config: SynthesizeConfig = SynthesizeConfig(), **run_options: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Stage 4 run locally and resumably: attempts in ``OUT.attempts.parquet``, SCDPO (and DPO) pairs in ``out``.
 
-    Needs no engine, so a caller can check the output folder (``run.check(units)``: a
-    changed config, a finished run) before it spends time loading one.
+    ``units``: ready units, a rollouts table or a problems table (see :class:`SynthesizeStage`);
+    ``run_options`` are :class:`~stepdata.pipeline.executor.RunOptions` fields (batch_size, shard, ...).
     """
-    from dataclasses import asdict
+    from stepdata.pipeline.executor import LocalExecutor, split_options
 
-    from stepdata.pipeline.pairing import attempts_path_for
-
-    settings = {"stage": "synthesize", "model": model, "max_pairs_per_problem": max_pairs_per_problem,
-                **asdict(config), **(run_config or {})}
-    return StageRun("synthesize", attempts_path_for(out), "attempts", settings, key_column="unit_id",
-                    batch_size=batch_size, shard=shard, overwrite=overwrite, allow_config_change=allow_config_change,
-                    progress=progress)
-
-
-def run_synthesize(generator: Generator, units: pd.DataFrame, problems: pd.DataFrame, out: str,
-                   config: SynthesizeConfig = SynthesizeConfig(), *, max_pairs_per_problem: int | None = 2,
-                   batch_size: int = 64, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
-                   allow_config_change: bool = False, run_config: dict[str, Any] | None = None,
-                   left_out: dict[str, int] | None = None, progress: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Stage 4 as a resumable run: attempts in ``OUT.attempts.parquet``, SCDPO (and DPO) pairs in ``out``.
-
-    SCDPO kept 2 pairs per problem for GSM8K-like data and 3 for MATH-like data.
-    """
-    from stepdata.pipeline.pairing import run_pair_stage
-
-    stage = SynthesizeStage(generator, problems, config)
-    run = synthesize_run(generator.model, out, config, max_pairs_per_problem=max_pairs_per_problem,
-                         batch_size=batch_size, shard=shard, overwrite=overwrite,
-                         allow_config_change=allow_config_change, run_config=run_config, progress=progress)
-    return run_pair_stage(run, units, stage, max_pairs_per_problem, extra_stats={"left_out": left_out or {}},
-                          tokens_done=lambda: stage.totals["completion_tokens"])
+    config, options = split_options(config, {"out": str(out), **run_options})
+    result = LocalExecutor(options).run(SynthesizeStage(generator, problems, config),
+                                                                         units)
+    return result.table, result.stats

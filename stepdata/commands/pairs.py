@@ -1,0 +1,103 @@
+"""Commands on finished tables: ``merge`` (a stage's shards), ``combine`` (several stages' pairs),
+``stats`` and ``audit`` (what a pairs table holds), between the stages and ``export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from stepdata.commands.common import read_pairs
+from stepdata.io import SchemaError, read_metadata, read_table
+
+
+@click.command("merge")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)
+def merge_cmd(shards: tuple[str, ...], out: str) -> None:
+    """Join the shard outputs of one stage (same config) into one table."""
+    from stepdata.pipeline import merge_outputs
+
+    try:
+        merged = merge_outputs(list(shards), out)
+    except ValueError as exc:
+        hint = ""
+        try:
+            if all(read_metadata(path).get("kind") == "pairs" for path in shards):
+                hint = ("; these are pairs tables: to join the pairs of different stages (rectify, synthesize) "
+                        "into one training set use `stepdata combine PAIRS... --out FILE`")
+        except (ValueError, OSError):
+            pass
+        raise click.ClickException(f"{exc}{hint}") from None
+    click.echo(f"merged {len(shards)} shard(s), {len(merged)} rows, into {out}")
+
+
+@click.command("combine")
+@click.argument("pairs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Pairs table to write (.parquet).")
+def combine_cmd(pairs: tuple[str, ...], out: str) -> None:
+    """Join the pairs tables of several stages (e.g. rectify's and synthesize's) into one pairs table.
+
+    Reads pairs tables and `stepdata export --format parquet|jsonl` output; refuses
+    other tables and pair ids that repeat. The sources are recorded in OUT's metadata.
+    Then `stepdata export OUT ...` filters, deduplicates and splits the whole set.
+    """
+    from stepdata.pairs.combine import combine_pairs
+
+    try:
+        combined = combine_pairs(list(pairs), out)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    counts = ", ".join(f"{k} {v}" for k, v in combined["kind"].value_counts().items())
+    click.echo(f"combined {len(pairs)} table(s), {len(combined)} pairs ({counts}), into {out}")
+
+
+@click.command("stats")
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dropped", "dropped_path", type=click.Path(exists=True, dir_okay=False),
+              help="Rows dropped by `stepdata export` (OUT.dropped.parquet or .jsonl), counted by filter and reason.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the statistics here as JSON.")
+def stats_cmd(pairs: str, dropped_path: str | None, json_out: str | None) -> None:
+    """Print statistics of the pairs table PAIRS: kinds, sources, error steps, pairs per problem, lengths, flags."""
+    from stepdata.pairs.export import read_dropped
+    from stepdata.pairs.filters import DROP_COLUMNS
+    from stepdata.pairs.stats import pairs_stats, render_stats
+
+    df = read_pairs(pairs)
+    dropped = None
+    if dropped_path:
+        try:
+            dropped = read_dropped(dropped_path)
+        except (ValueError, OSError) as exc:
+            raise click.ClickException(f"{dropped_path}: {exc}") from None
+        missing = [c for c in ("drop_filter", "drop_reason") if c not in dropped.columns]
+        if missing:
+            raise click.ClickException(f"{dropped_path}: not a dropped-rows file (no column(s) {missing}; "
+                                       f"expected {list(DROP_COLUMNS)})")
+    stats = pairs_stats(df, dropped)
+    click.echo(render_stats(stats))
+    if json_out:
+        Path(json_out).write_text(json.dumps(stats, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+@click.command("audit")
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="HTML report to write.")
+@click.option("--max-pairs", type=click.IntRange(min=0),
+              help="Render at most N pairs (the page says how many were left out; counts and plots cover all).")
+@click.option("--title", help="Page title (default: 'Pairs audit: FILE NAME').")
+def audit_cmd(pairs: str, out: str, max_pairs: int | None, title: str | None) -> None:
+    """Write a self-contained HTML page auditing the pairs table PAIRS (no network needed to view it)."""
+    from stepdata.audit import write_report
+
+    try:
+        df = read_table(pairs, kind="pairs")
+    except SchemaError as exc:
+        raise click.ClickException(f"{exc} (stepdata audit needs a pairs table)") from None
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError: not a Parquet file
+        raise click.ClickException(f"{pairs}: cannot read it as a Parquet pairs table ({exc})") from None
+    path = write_report(df, out, title=title or f"Pairs audit: {Path(pairs).name}", max_pairs=max_pairs)
+    shown = len(df) if max_pairs is None else min(max_pairs, len(df))
+    left_out = f"; {len(df) - shown} left out by --max-pairs {max_pairs}" if shown < len(df) else ""
+    click.echo(f"wrote the audit of {len(df)} pairs ({shown} rendered{left_out}) to {path}")

@@ -1,0 +1,183 @@
+"""A stage as a block: its Config, a lazily built engine, ``process(batch)`` and ``finalize``.
+
+Every stage (sample, localize, rectify, synthesize, and later inference methods)
+has the same shape, as datatrove's pipeline blocks do:
+
+- a frozen ``Config`` dataclass, the one place its defaults and their help live
+  (fields declared with :func:`stepdata.settings.setting`);
+- an engine given as settings (:class:`~stepdata.generation.engine_config.EngineConfig`),
+  as a shared handle, or as a ready :class:`~stepdata.generation.Generator`; it is
+  built on first use, so a finished run never loads a model;
+- :meth:`units` turns the input table into the units it works on (and counts what it
+  leaves out), :meth:`process` maps a batch of units to output rows (called by the
+  executor, batch by batch, resumably), :meth:`finalize` runs once over the whole
+  output (global caps, flattening attempts into pairs, the summary);
+- a lineage (problems, template, model) read from its input table's metadata and
+  written into its own, so the next stage needs nobody to retype them.
+
+An executor (:class:`~stepdata.pipeline.executor.LocalExecutor`) runs a block; the
+block knows nothing of batches on disk, shards or resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from stepdata.generation.engine_config import EngineConfig
+from stepdata.pipeline.run import StageRun
+
+
+class EngineHandle:
+    """An engine built on first :meth:`get` and shared by the blocks that hold the handle.
+
+    A recipe gives one handle to every step that samples from the same model, so the
+    model loads once; a stage built from bare settings makes its own and closes it.
+    """
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._generator: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._generator is not None
+
+    def describe(self) -> dict[str, Any]:
+        return self._generator.describe() if self.built else self.config.describe()
+
+    @property
+    def model(self) -> str | None:
+        return self.config.model
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._generator is None:
+                self._generator = self.config.build()
+            return self._generator
+
+    def close(self) -> None:
+        with self._lock:
+            if self._generator is not None:
+                self._generator.close()
+                self._generator = None
+
+
+class StageBlock:
+    """The shape every stage has (see the module doc). Subclasses set the class attributes and
+    :meth:`process`; the rest has defaults that suit a stage writing one row kind per unit."""
+
+    name: ClassVar[str] = "stage"
+    kind: ClassVar[str] = "rollouts"  # the output table's kind
+    key_column: ClassVar[str] = "problem_id"  # the units' key (resume, shards, retries)
+    Config: ClassVar[type] = object
+
+    def __init__(self, engine: Any = None, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+        self._owned = isinstance(engine, EngineConfig)
+        self._handle = EngineHandle(engine) if self._owned else engine if isinstance(engine, EngineHandle) else None
+        self._generator = None if self._handle is not None else engine
+        self.lineage: dict[str, Any] = {}
+        self.recorded: dict[str, Any] = {}  # more settings to record (e.g. the plugins a localizer came from)
+        self.left_out: dict[str, int] = {}
+        self.totals = {"completion_tokens": 0}
+        self._lock = threading.Lock()
+
+    # -- the engine -------------------------------------------------------------------------
+
+    @property
+    def generator(self) -> Any:
+        """The engine, built now if it was given as settings (the first batch with work asks for it)."""
+        if self._generator is None and self._handle is not None:
+            self._generator = self._handle.get()
+        return self._generator
+
+    @property
+    def has_engine(self) -> bool:
+        return self._generator is not None or self._handle is not None
+
+    @property
+    def model(self) -> str | None:
+        """The engine's model as named, known without loading it."""
+        if self._generator is not None:
+            return str(self._generator.model)
+        return None if self._handle is None or self._handle.model is None else str(self._handle.model)
+
+    def engine_description(self) -> dict[str, Any] | None:
+        """Backend, model and dtype of the engine, without loading it (None: the stage has none)."""
+        if self._generator is not None:
+            describe = getattr(self._generator, "describe", None)
+            return describe() if describe else {"model": str(self._generator.model)}
+        return self._handle.describe() if self._handle is not None else None
+
+    def count_tokens(self, tokens: int) -> None:
+        with self._lock:
+            self.totals["completion_tokens"] += tokens
+
+    def tokens_done(self) -> int:
+        return self.totals["completion_tokens"]
+
+    def close(self) -> None:
+        """Release an engine this block built from settings (a shared handle or a generator stays open)."""
+        if self._owned and self._handle is not None:
+            self._handle.close()
+            self._generator = None
+
+    @classmethod
+    def build(cls, engine: Any, problems: pd.DataFrame | None, config: Any) -> StageBlock:
+        """The one constructor every stage has (recipes and commands use it): engine, problems, config."""
+        return cls(engine, config)
+
+    # -- what the executor calls -----------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """What identifies this stage's output: its config, engine and lineage (the run's config)."""
+        config = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+        settings: dict[str, Any] = {"stage": self.name, **config}
+        if self.has_engine:
+            settings |= {"model": self.model, "engine": self.engine_description()}
+        if self.lineage:
+            settings["lineage"] = dict(self.lineage)
+        return settings | self.recorded
+
+    def inherit(self, lineage: Mapping[str, Any]) -> None:
+        """Take the input table's lineage (problems, template, model); this block's own settings win."""
+        self.lineage = {k: v for k, v in lineage.items() if v is not None} | self.lineage
+
+    def units(self, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+        """The units to process from the input table, and counts of rows left out (and why)."""
+        return table, {}
+
+    def output_path(self, out: str | Path) -> Path:
+        """Where the executor's resumable table goes for the user's ``out``."""
+        return Path(out)
+
+    def extra_outputs(self, run: StageRun) -> list[Path]:
+        """Files besides the run's table that a finished run has (a pair stage's flat pairs table)."""
+        return []
+
+    def process(self, batch: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return self.process(batch)
+
+    def stats(self, output: pd.DataFrame) -> dict[str, Any]:
+        """Statistics of the whole output, for the run's summary."""
+        return {}
+
+    def finalize(self, run: StageRun, output: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Runs once over the finished output: (the stage's result table, its statistics)."""
+        return output, dict(run.summary.stage_stats)
+
+    def finished(self, run: StageRun, summary: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The result of a run found finished on disk (nothing is recomputed, no engine loads)."""
+        from stepdata.io import read_table
+
+        return read_table(run.final, kind=self.kind), dict(summary.get("stage_stats") or {})

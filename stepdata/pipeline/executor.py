@@ -1,0 +1,107 @@
+"""The local executor: runs a stage block over its input table, resumably, on this machine.
+
+It is :class:`~stepdata.pipeline.run.StageRun` (atomic parts, a manifest, retry of
+error rows, SIGKILL-safe) driven by a block: it asks the block for its units and
+settings, checks the output folder *before* the block's engine is built (a finished
+run returns at once, a changed config is refused naming the keys), then runs
+``process`` batch by batch and ``finalize`` once. Executors for clusters take the
+same block and the same :class:`RunOptions`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stepdata.pipeline.block import StageBlock
+from stepdata.pipeline.run import StageRun, parse_shard
+from stepdata.settings import setting
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a stage writes and how it batches, shards and resumes."""
+
+    out: str = setting("", "Output table (.parquet).", cli="--out")
+    batch_size: int = setting(64, "Units per resumable batch.")
+    shard: str | None = setting(None, "Process slice i of N (e.g. 0/4); join the shards with `stepdata merge`.")
+    overwrite: bool = setting(False, "Discard finished batches and start over.")
+    allow_config_change: bool = setting(False, "Keep batches made with another config.")
+    limit: int | None = setting(None, "Use only the first N rows of the input.")
+    progress: bool = setting(True, "Print a progress line after every batch.", hidden=True)
+
+
+@dataclass
+class StageResult:
+    """What a stage run produced: its result table (pairs for a pair stage), statistics and summary."""
+
+    table: pd.DataFrame
+    stats: dict[str, Any]
+    summary: dict[str, Any]
+    path: Path
+    already_finished: bool = False
+    left_out: dict[str, int] = field(default_factory=dict)
+
+
+def split_options(config: Any, options: dict[str, Any]) -> tuple[Any, RunOptions]:
+    """Keyword options of a ``run_*`` call sorted into the stage's config and the run's options.
+
+    ``run_rectify(..., max_pairs_per_problem=2, batch_size=8)``: the cap is a config field,
+    the batch size a run option; a name that is neither is an error naming both.
+    """
+    import dataclasses
+
+    config_fields = {f.name for f in dataclasses.fields(config)}
+    run_fields = {f.name for f in dataclasses.fields(RunOptions)}
+    unknown = sorted(set(options) - config_fields - run_fields)
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown}: neither {type(config).__name__} nor RunOptions fields")
+    config = dataclasses.replace(config, **{k: v for k, v in options.items() if k in config_fields})
+    return config, RunOptions(**{k: v for k, v in options.items() if k in run_fields and k not in config_fields})
+
+
+class LocalExecutor:
+    """Runs blocks on this machine (see the module doc)."""
+
+    def __init__(self, options: RunOptions, echo: Callable[[str], None] | None = None) -> None:
+        if not options.out:
+            raise ValueError("no output path given (--out)")
+        parse_shard(options.shard)  # a bad --shard is refused before anything else
+        self.options = options
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def plan(self, block: StageBlock, table: pd.DataFrame) -> tuple[StageRun, pd.DataFrame, dict[str, int]]:
+        """The run, its units and what was left out: everything short of building the engine."""
+        options = self.options
+        if options.limit is not None:
+            table = table.head(options.limit)
+        units, left_out = block.units(table)
+        settings = block.settings() | ({"limit": options.limit} if options.limit is not None else {})
+        run = StageRun(block.name, block.output_path(options.out), block.kind, settings, key_column=block.key_column,
+                       batch_size=options.batch_size, shard=parse_shard(options.shard), overwrite=options.overwrite,
+                       allow_config_change=options.allow_config_change, progress=options.progress)
+        return run, units, left_out
+
+    def run(self, block: StageBlock, table: pd.DataFrame) -> StageResult:
+        """Run ``block`` over ``table`` (or find it finished); raises ConfigChanged before any engine loads."""
+        run, units, left_out = self.plan(block, table)
+        block.left_out = left_out
+        state = run.check(units)
+        if state.finished and all(path.exists() for path in block.extra_outputs(run)):
+            self.echo(f"{block.name}: {run.final} is already finished with this config ({state.batches_total} "
+                      f"batches, {state.summary.get('rows')} rows); nothing to do (--overwrite starts over)")
+            result, stats = block.finished(run, state.summary)
+            return StageResult(result, stats, dict(state.summary), run.final, already_finished=True,
+                               left_out=left_out)
+
+        def stats(output: pd.DataFrame) -> dict[str, Any]:
+            return block.stats(output) | ({"left_out": left_out} if left_out else {})
+
+        output = run.run(units, block, stats, tokens_done=block.tokens_done)
+        result, final_stats = block.finalize(run, output)
+        return StageResult(result, final_stats, run.summary.as_dict(), run.final, left_out=left_out)

@@ -1,0 +1,85 @@
+"""Settings declared once: a dataclass field with its default and its help.
+
+Every stage's ``Config`` (and the engine's, and the executor's) declares its fields
+with :func:`setting`, so the default and the sentence a user reads in ``--help`` sit
+next to each other in one place. The command line builds its options from these
+fields (:mod:`stepdata.commands.config_options`) and a recipe's ``config:`` mapping
+is checked against them (:func:`config_from_mapping`), so neither repeats a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def setting(default: Any, help: str, *, cli: str | None = None, choices: Sequence[str] | None = None,
+            multiple: bool = False, metavar: str | None = None, hidden: bool = False) -> Any:
+    """A dataclass field whose metadata carries what the command line needs.
+
+    ``cli`` overrides the option name (``--rollouts`` for ``rollouts_per_prefix``);
+    ``choices`` limits a string; ``multiple`` makes a repeatable option (a tuple);
+    ``hidden`` keeps a library-only field off the command line.
+    """
+    metadata = {"help": help, "cli": cli, "choices": tuple(choices) if choices else None, "multiple": multiple,
+                "metavar": metavar, "hidden": hidden}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotation of every field of dataclass ``cls`` (``from __future__`` makes them strings)."""
+    return typing.get_type_hints(cls)
+
+
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` (from YAML or JSON) as the field's type: ints where an int is wanted, tuples for tuples."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if value is None:
+        return None
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        return coerce(value, args[0], where)
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else str
+        return tuple(coerce(v, inner, where) for v in items)
+    if origin is typing.Literal:
+        if value not in typing.get_args(annotation):
+            raise ValueError(f"{where}: {value!r} is not one of {list(typing.get_args(annotation))}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "1", "on"):
+            return True
+        if str(value).lower() in ("false", "no", "0", "off"):
+            return False
+        raise ValueError(f"{where}: {value!r} is not true or false")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = annotation(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
+        if annotation is int and isinstance(value, float) and value != number:
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return number
+    if annotation is str:
+        return str(value)
+    return value
+
+
+def config_from_mapping(cls: type, values: Mapping[str, Any] | None, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a mapping (a recipe's ``config:``), naming any unknown or ill-typed key."""
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
+    types = field_types(cls)
+    return cls(**{k: coerce(v, types[k], f"{where}.{k}") for k, v in values.items()})
