@@ -7,8 +7,7 @@ import dataclasses
 
 import pytest
 from click.testing import CliRunner
-from fake_openai_server import FaultyOpenAIServer
-from test_new_user import PROBLEMS, invoke, scripted
+from test_new_user import invoke, policy  # noqa: F401 - policy is a fixture
 
 from cli import main
 from stepdata import read_metadata, read_table, write_table
@@ -23,15 +22,6 @@ from stepdata.recipe import RecipeError, load_recipe
 @pytest.fixture
 def runner():
     return CliRunner()
-
-
-@pytest.fixture
-def policy(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "x")
-    problems = tmp_path / "problems.parquet"
-    write_table(PROBLEMS, problems, "problems")
-    with FaultyOpenAIServer(reply_body=scripted({0})) as server:
-        yield server, problems, ["--backend", "openai", "--model", "policy", "--base-url", server.base_url]
 
 
 @pytest.mark.parametrize("command, config", [(stages.sample_cmd, SampleConfig), (stages.localize_cmd, LocalizeConfig),
@@ -67,7 +57,7 @@ def test_a_config_default_changes_the_option(monkeypatch):
     assert CliRunner().invoke(toy, ["--mode", "c"]).exit_code == 2
 
 
-def test_later_stages_read_problems_template_and_model_from_the_lineage(runner, tmp_path, policy):
+def test_later_stages_read_problems_template_and_model_from_the_lineage(runner, tmp_path, policy):  # noqa: F811 - the fixture imported above
     server, problems, engine = policy
     rollouts, localized, out = (tmp_path / f"{n}.parquet" for n in ("rollouts", "localized", "stepdpo"))
     assert invoke(runner, ["sample", problems, *engine, "--n", "2", "--out", rollouts]).exit_code == 0
@@ -85,7 +75,7 @@ def test_later_stages_read_problems_template_and_model_from_the_lineage(runner, 
     assert read_metadata(tmp_path / "stepdpo.attempts.parquet")["config"]["model"] == "policy"
 
 
-def test_a_template_that_no_longer_renders_the_stored_prompt_is_reported_per_row(runner, tmp_path, policy):
+def test_a_template_that_no_longer_renders_the_stored_prompt_is_reported_per_row(runner, tmp_path, policy):  # noqa: F811 - the fixture imported above
     server, problems, engine = policy
     rollouts, localized = tmp_path / "rollouts.parquet", tmp_path / "localized.parquet"
     assert invoke(runner, ["sample", problems, *engine, "--n", "2", "--out", rollouts]).exit_code == 0
@@ -116,7 +106,7 @@ def test_a_template_that_no_longer_renders_the_stored_prompt_is_reported_per_row
     assert len(summary) == len(tampered)  # nothing dropped: the refused row is there with its outcome
 
 
-def test_synthesize_checks_the_stored_prompt_too(runner, tmp_path, policy):
+def test_synthesize_checks_the_stored_prompt_too(runner, tmp_path, policy):  # noqa: F811 - the fixture imported above
     server, problems, engine = policy
     rollouts = tmp_path / "rollouts.parquet"
     assert invoke(runner, ["sample", problems, *engine, "--n", "2", "--out", rollouts]).exit_code == 0

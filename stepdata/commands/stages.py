@@ -127,6 +127,17 @@ def localize_cmd(rollouts_table: str, problems_source: str | None, data_dir: str
                f"unjudged or failed; wrote {result.path}")
 
 
+def run_pair_stage(block_cls: type, table: pd.DataFrame, problems: pd.DataFrame, lineage: dict, options: dict) -> None:
+    """Rectify or synthesize with the policy given, or else the one the input's lineage records."""
+    engine = build_config(EngineConfig, options)
+    engine = engine.with_model(engine.model or lineage.get("model"))
+    if engine.model is None:
+        raise click.UsageError("give --model (the policy; the input table records none)")
+    block = _user_error(block_cls, engine, problems, build_config(block_cls.Config, options))
+    block.inherit(lineage)
+    pair_stage_done(execute(block, table, options).stats, block_cls.name)
+
+
 def pair_stage_done(stats: dict, what: str) -> None:
     outcomes = ", ".join(f"{k} {v}" for k, v in stats.get("outcomes", {}).items())
     click.echo(f"{what}: {stats['pairs']} pairs ({stats['pairs_by_kind']}) from {stats['units']} units; "
@@ -147,13 +158,7 @@ def rectify_cmd(localized: str, problems_source: str | None, data_dir: str | Non
     lineage, problems = _user_error(_problems_for, localized, problems_source, data_dir, "rectify")
     if problems is None:
         raise click.UsageError("give --problems (the localized table records none)")
-    engine = build_config(EngineConfig, options)
-    engine = engine.with_model(engine.model or lineage.get("model"))
-    if engine.model is None:
-        raise click.UsageError("give --model (the localized table records no policy)")
-    block = _user_error(RectifyStage, engine, problems, build_config(RectifyConfig, options))
-    block.inherit(lineage)
-    pair_stage_done(execute(block, table, options).stats, "rectify")
+    run_pair_stage(RectifyStage, table, problems, lineage, options)
 
 
 @click.command("synthesize")
@@ -178,13 +183,7 @@ def synthesize_cmd(source: str, problems_source: str | None, data_dir: str | Non
     else:
         problems = table = _user_error(load_units, source, "problems", data_dir)
         lineage = {"problems": problems_reference(source)}
-    engine = build_config(EngineConfig, options)
-    engine = engine.with_model(engine.model or lineage.get("model"))
-    if engine.model is None:
-        raise click.UsageError("give --model (the policy)")
-    block = _user_error(SynthesizeStage, engine, problems, build_config(SynthesizeConfig, options))
-    block.inherit(lineage)
-    pair_stage_done(execute(block, table, options).stats, "synthesize")
+    run_pair_stage(SynthesizeStage, table, problems, lineage, options)
 
 
 COMMANDS = (sample_cmd, localize_cmd, rectify_cmd, synthesize_cmd)

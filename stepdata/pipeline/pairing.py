@@ -87,10 +87,52 @@ def attempts_path_for(pairs_out: str | Path) -> Path:
 
 
 class PairStage(StageBlock):
-    """A stage that makes pairs (rectify, synthesize): attempts are its resumable table, and
-    :meth:`finalize` flattens them into the pairs table next to it, capped per problem."""
+    """A stage that makes pairs by continuing solutions with the policy (rectify, synthesize).
+
+    Attempts are its resumable table, and :meth:`finalize` flattens them into the pairs
+    table next to it, capped per problem. It continues with the template the input was
+    sampled with (its lineage) unless the config names one, through one
+    :class:`~stepdata.pipeline.continuer.Continuer` built when a batch first needs the engine.
+    """
 
     kind, key_column = "attempts", "unit_id"
+
+    def __init__(self, engine: Any, problems: pd.DataFrame, config: Any) -> None:
+        super().__init__(engine, config)
+        self._use_template(config.template or "step_by_step")
+        self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
+        self.answers = config.answer_policy()
+
+    def _use_template(self, name: str) -> None:
+        from stepdata.prompts import load_prompt
+
+        template = load_prompt(name)
+        if not template.continues_assistant:
+            raise ValueError(f"template {template.name!r} must end with a partial assistant answer to continue from")
+        self.template_name, self.template, self._continuer = name, template, None
+
+    @property
+    def continuer(self) -> Any:
+        from stepdata.pipeline.continuer import Continuer
+
+        if self._continuer is None:
+            self._continuer = Continuer(self.generator, self.template, self.answers)
+        return self._continuer
+
+    def inherit(self, lineage: dict[str, Any]) -> None:
+        """The input's lineage; its template is used unless the config names one."""
+        super().inherit(lineage)
+        if self.config.template is None and lineage.get("template"):
+            self._use_template(lineage["template"])
+
+    def settings(self) -> dict[str, Any]:
+        return super().settings() | {"template": self.template_name}
+
+    @classmethod
+    def build(cls, engine: Any, problems: pd.DataFrame | None, config: Any) -> PairStage:
+        if problems is None:
+            raise ValueError(f"{cls.name} needs the problems (questions and gold answers): give --problems")
+        return cls(engine, problems, config)
 
     def output_path(self, out: str | Path) -> Path:
         return attempts_path_for(out)

@@ -32,11 +32,10 @@ from stepdata.answers import AnswerPolicy, is_unfinished
 from stepdata.generation import GenerationRequest, SamplingConfig
 from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
-from stepdata.pipeline.continuer import Continuer, Prefix
+from stepdata.pipeline.continuer import Prefix
 from stepdata.pipeline.lineage import prompt_mismatch
 from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
 from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
-from stepdata.prompts import load_prompt
 from stepdata.settings import setting
 from stepdata.steps import join_steps, normalized_step, split_steps
 
@@ -82,38 +81,9 @@ class RectifyStage(PairStage):
 
     name, Config = "rectify", RectifyConfig
 
-    def __init__(self, engine: Any, problems: pd.DataFrame, config: RectifyConfig = RectifyConfig()):
-        super().__init__(engine, config)
-        self.template_name = config.template or "step_by_step"
-        self.template = load_prompt(self.template_name)
-        if not self.template.continues_assistant:
-            raise ValueError(f"template {self.template.name!r} must end with a partial assistant answer to continue from")
-        self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
-        self.sampling = config.sampling()
-        self._continuer: Continuer | None = None
-
     @property
-    def continuer(self) -> Continuer:
-        if self._continuer is None:
-            self._continuer = Continuer(self.generator, self.template, self.config.answer_policy())
-        return self._continuer
-
-    def inherit(self, lineage: dict[str, Any]) -> None:
-        """The input's lineage; its template is used unless the config names one."""
-        super().inherit(lineage)
-        if self.config.template is None and lineage.get("template"):
-            self.template_name = lineage["template"]
-            self.template = load_prompt(self.template_name)
-            self._continuer = None
-
-    def settings(self) -> dict[str, Any]:
-        return super().settings() | {"template": self.template_name}
-
-    @classmethod
-    def build(cls, engine: Any, problems: pd.DataFrame | None, config: Any) -> RectifyStage:
-        if problems is None:
-            raise ValueError("rectify needs the problems (questions and gold answers): give --problems")
-        return cls(engine, problems, config)
+    def sampling(self) -> SamplingConfig:
+        return self.config.sampling()
 
     def units(self, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         """Every localized rollout (keyed by its rollout id), at most ``max_rollouts_per_problem`` per problem."""

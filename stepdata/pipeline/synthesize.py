@@ -38,7 +38,7 @@ from stepdata.answers import AnswerPolicy
 from stepdata.generation import STOP_EOS, STOP_LENGTH, GenerationRequest, SamplingConfig
 from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
-from stepdata.pipeline.continuer import Continued, Continuer, Prefix
+from stepdata.pipeline.continuer import Continued, Prefix
 from stepdata.pipeline.lineage import prompt_mismatch
 from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
 from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
@@ -117,39 +117,6 @@ class SynthesizeStage(PairStage):
     """
 
     name, Config = "synthesize", SynthesizeConfig
-
-    def __init__(self, engine: Any, problems: pd.DataFrame, config: SynthesizeConfig = SynthesizeConfig()):
-        super().__init__(engine, config)
-        self.template_name = config.template or "step_by_step"
-        self.template = load_prompt(self.template_name)
-        if not self.template.continues_assistant:
-            raise ValueError(f"template {self.template.name!r} must end with a partial assistant answer to continue from")
-        self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
-        self.answers = config.answer_policy()
-        self._continuer: Continuer | None = None
-
-    @property
-    def continuer(self) -> Continuer:
-        if self._continuer is None:
-            self._continuer = Continuer(self.generator, self.template, self.answers)
-        return self._continuer
-
-    def inherit(self, lineage: dict[str, Any]) -> None:
-        """The input's lineage; its template is used unless the config names one."""
-        super().inherit(lineage)
-        if self.config.template is None and lineage.get("template"):
-            self.template_name = lineage["template"]
-            self.template = load_prompt(self.template_name)
-            self._continuer = None
-
-    def settings(self) -> dict[str, Any]:
-        return super().settings() | {"template": self.template_name}
-
-    @classmethod
-    def build(cls, engine: Any, problems: pd.DataFrame | None, config: Any) -> SynthesizeStage:
-        if problems is None:
-            raise ValueError("synthesize needs the problems (questions and gold answers): give --problems")
-        return cls(engine, problems, config)
 
     def units(self, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         """Ready units as they are; else the correct rollouts, or the problems' reference solutions."""
