@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from stepdata.generation.engine_config import EngineConfig
 from stepdata.io import read_metadata, read_table
 from stepdata.keyvalues import KeyValueError, parse_key_values
 from stepdata.loaders import load_problems
@@ -92,28 +93,27 @@ def engine_kwargs(engine_options: Iterable[str]) -> dict[str, Any]:
     return key_values(engine_options, param_hint="--engine-option")
 
 
-def engine_description(backend: str, model: str, engine_options: tuple[str, ...]) -> dict[str, Any]:
-    """Backend, model and dtype of the engine a stage will build, for its run config (and so for its table's
-    metadata), worked out without loading it, so a finished run is still recognised before any engine loads."""
-    from stepdata.generation.base import describe_engine
+def engine_config(backend: str, model: str | None, base_url: str | None = None, tokenizer: str | None = None,
+                  engine_options: tuple[str, ...] = ()) -> EngineConfig:
+    """The engine options as an :class:`EngineConfig` (the one place an engine is described and built)."""
+    engine_kwargs(engine_options)  # a bad item is a usage error naming --engine-option
+    return EngineConfig(backend=backend, model=model, base_url=base_url, tokenizer=tokenizer,
+                        engine_options=tuple(engine_options))
 
+
+def engine_description(backend: str, model: str, engine_options: tuple[str, ...]) -> dict[str, Any]:
+    """Backend, model and dtype of the engine, worked out without loading it (see EngineConfig.describe)."""
     try:
-        return describe_engine(backend, model, **engine_kwargs(engine_options))
+        return engine_config(backend, model, engine_options=engine_options).describe()
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--engine-option") from None
 
 
 def make_engine(backend: str, model: str, base_url: str | None, tokenizer: str | None,
                 engine_options: tuple[str, ...]) -> Generator:
-    """Build the engine the engine options describe; the openai backend also gets the server, and the
-    completions endpoint when a local tokenizer renders the prompts."""
-    from stepdata.generation import make_generator
-
-    options = engine_kwargs(engine_options)
-    if backend == "openai":
-        options.update({k: v for k, v in (("base_url", base_url), ("tokenizer", tokenizer),
-                                          ("endpoint", "completions" if tokenizer else "chat")) if v})
-    return make_generator(backend, model, **options)
+    """Build the engine the engine options describe (EngineConfig.build: the openai backend also gets the
+    server, and the completions endpoint when a local tokenizer renders the prompts)."""
+    return engine_config(backend, model, base_url, tokenizer, engine_options).build()
 
 
 def load_units(source: str, kind: str, data_dir: str | None) -> pd.DataFrame:

@@ -13,7 +13,13 @@ import click
 
 import stepdata
 from stepdata.commands.common import column_mapping, problem_steps_options
-from stepdata.io import SchemaError, read_metadata, read_table, write_table
+from stepdata.io import (
+    SchemaError,
+    read_metadata,
+    read_table,
+    write_table,
+    write_text_atomic,
+)
 from stepdata.loaders import KNOWN_SETS, BadRowError, load_problems
 
 
@@ -44,7 +50,7 @@ def problems_cmd(source: str, out: str, fmt: str | None, columns: tuple[str, ...
     click.echo(f"wrote {len(df)} problems to {out}")
     if bad:
         bad_path = Path(out).with_suffix(".bad_rows.jsonl")
-        bad_path.write_text("".join(json.dumps(r) + "\n" for r in bad), encoding="utf-8")
+        write_text_atomic(bad_path, "".join(json.dumps(r) + "\n" for r in bad))
         click.echo(f"skipped {len(bad)} bad row(s); listed in {bad_path}", err=True)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from stepdata.commands.common import load_tokenizer, read_pairs
+from stepdata.io import write_text_atomic
 
 
 @click.command("export")
@@ -106,7 +107,7 @@ def export_cmd(pairs: str, out: str, fmt: str, model: str | None, test_fraction:
     summary_path = sibling_path(out, "summary", ".json")
     summary = {"config": config, "rows_in": len(df), "kept": len(kept), "dropped": len(dropped),
                "split": split_counts, "files": files, "not_written": not_written, "stats": stats}
-    summary_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    write_text_atomic(summary_path, json.dumps(summary, indent=1, ensure_ascii=False, default=str))
     click.echo(render_stats(stats))
     click.echo(f"read {len(df)} pairs from {pairs}; kept {len(kept)}, dropped {len(dropped)} "
                f"(listed with reasons in {files['dropped']})")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from stepdata.commands.common import read_pairs
-from stepdata.io import SchemaError, read_metadata, read_table
+from stepdata.io import SchemaError, read_metadata, read_table, write_text_atomic
 
 
 @click.command("merge")
@@ -78,7 +78,7 @@ def stats_cmd(pairs: str, dropped_path: str | None, json_out: str | None) -> Non
     stats = pairs_stats(df, dropped)
     click.echo(render_stats(stats))
     if json_out:
-        Path(json_out).write_text(json.dumps(stats, indent=1, ensure_ascii=False), encoding="utf-8")
+        write_text_atomic(json_out, json.dumps(stats, indent=1, ensure_ascii=False))
 
 
 @click.command("audit")
