@@ -109,17 +109,21 @@ def train(
     record: dict[str, Any] = {"method": method, "model": str(model_path), "output_dir": str(output_dir),
                               "hyperparameters": hyperparameters(method, args, lora_r=lora_r, stages=stages)}
     lines = StepLines(f"train {method}")
-    if method == "sft":
-        from trainers.sft import StepSFTTrainer
-
-        trainer = _quiet_printer(StepSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                                                peft_config=peft_config, callbacks=[lines]))
+    def fit(trainer_class: Any, dataset: Any) -> Any:
+        """Train one trainer over ``dataset``; its loss, data report, step log and hyper-parameters go to the record."""
+        trainer = _quiet_printer(trainer_class(model=model, args=args, train_dataset=dataset,
+                                               processing_class=tokenizer, peft_config=peft_config, callbacks=[lines]))
         output = trainer.train()
-        model = trainer.model
         record.update(train_loss=output.training_loss, data=trainer.data_report.as_dict(),
                       log=step_log(trainer.state.log_history))
         record["hyperparameters"] = hyperparameters(method, args, lora_r=lora_r, stages=stages,
                                                     optimizer_steps=trainer.state.max_steps)
+        return trainer.model
+
+    if method == "sft":
+        from trainers.sft import StepSFTTrainer
+
+        model = fit(StepSFTTrainer, data)
     else:
         from trainers.staged import train_staged
         from trainers.step_dpo import StepDPOTrainer, load_pairs
@@ -133,15 +137,7 @@ def train(
                                                 callbacks=[lines])
             record.update(stages=stage_records)
         else:
-            trainer = _quiet_printer(StepDPOTrainer(model=model, args=args, train_dataset=pairs,
-                                                    processing_class=tokenizer, peft_config=peft_config,
-                                                    callbacks=[lines]))
-            output = trainer.train()
-            model = trainer.model
-            record.update(train_loss=output.training_loss, data=trainer.data_report.as_dict(),
-                          log=step_log(trainer.state.log_history))
-            record["hyperparameters"] = hyperparameters(method, args, lora_r=lora_r, stages=stages,
-                                                        optimizer_steps=trainer.state.max_steps)
+            model = fit(StepDPOTrainer, pairs)
     if peft_config is not None and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # a plain model folder every backend can load
     output_dir.mkdir(parents=True, exist_ok=True)
