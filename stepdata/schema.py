@@ -118,6 +118,22 @@ PAIRS = pa.schema(
     ]
 )
 
+# What came of a unit of a pair-making stage: one vocabulary for rectify, synthesize and any
+# later stage that continues solutions (null outcome: an error, retried on resume).
+ATTEMPT_OUTCOMES: dict[str, str] = {
+    "pairs": "at least one pair was made",
+    "no_error_step": "the localizer found no first error (or none was localized): nothing to rectify",
+    "unfinished": "the solution was cut at max_tokens and no error was found in what it has",
+    "unknown_problem": "the unit's problem_id is not in the problems table",
+    "prefix_mismatch": "the error step is past the last step, or the steps no longer join to the completion",
+    "prompt_mismatch": "the template no longer renders the prompt the rollout was sampled with",
+    "too_short": "no cut point before the last step",
+    "no_correct_continuation": "no continuation from the correct prefix reached the gold answer",
+    "no_distinct_step": "every right continuation's first step equals the rejected step or failed its check",
+    "all_still_right": "every continuation from the cut points still reached the gold answer",
+    "no_usable_negative": "no continuation ended wrong and usable (unfinished, no answer, repeats, duplicates)",
+}
+
 # One row per unit a pair-making stage worked on (a localized rollout for
 # rectification, a correct solution for step-controlled negatives): what came of
 # it, so a unit that yielded no pair is recorded and counted, never just absent.
@@ -127,7 +143,7 @@ ATTEMPTS = pa.schema(
         pa.field("unit_id", pa.string(), nullable=False),
         pa.field("problem_id", pa.string(), nullable=False),
         pa.field("stage", pa.string(), nullable=False),
-        pa.field("outcome", pa.string()),  # "pairs" or why there are none (e.g. "no_correct_continuation")
+        pa.field("outcome", pa.string()),  # one of ATTEMPT_OUTCOMES: "pairs" or why there are none
         pa.field("detail", pa.string()),
         pa.field("candidates", pa.int64()),  # continuations generated
         pa.field("accepted", pa.int64()),  # continuations that qualified
@@ -150,6 +166,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pairs", "kind"): PAIR_KINDS,
     ("localized", "status"): LOCALIZE_STATUSES,
+    ("attempts", "outcome"): tuple(ATTEMPT_OUTCOMES),
 }
 
 
