@@ -191,8 +191,10 @@ def scrub_record(record: logging.LogRecord) -> logging.LogRecord:
     if clean != message:
         record.msg, record.args = clean, None
     if record.exc_info and not record.exc_text:
-        record.exc_text = _formatter.formatException(record.exc_info)
-    if record.exc_text:
+        text = _formatter.formatException(record.exc_info)
+        if scrub_secrets(text) != text:  # else the handler's own formatter renders it, as always
+            record.exc_text = scrub_secrets(text)
+    elif record.exc_text:
         record.exc_text = scrub_secrets(record.exc_text)
     if record.stack_info:
         record.stack_info = scrub_secrets(record.stack_info)
