@@ -25,10 +25,11 @@ import pytest
 from click.testing import CliRunner
 from fake_openai_server import FaultyOpenAIServer
 
+import stepdata
 from stepdata import read_metadata, read_table, write_table
 from stepdata.embedded import make_problems
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(stepdata.__file__).resolve().parents[1]  # the checkout whose stepdata is imported
 CLI = str(REPO / "cli.py")
 PROBLEMS = make_problems(2, seed=5, min_steps=2, max_steps=2)
 # A wrong first step ("1 + 1 = 3" is false, so the rules localize it) and a stated answer.
