@@ -26,12 +26,24 @@ from stepdata.commands import (
     train,
 )
 from stepdata.generation.engine_logs import configure_engine_logs, inherit_engine_logs
+from stepdata.secrets import install_secret_filter, scrub_secrets
 
 # vLLM's worker processes import this module again: there, quiet the engines' loggers as `main` chose
 inherit_engine_logs()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class ScrubbedGroup(click.Group):
+    """A group whose commands' one-line errors never show a secret (a server may echo the API key)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = scrub_secrets(exc.message)
+            raise
+
+
+@click.group(cls=ScrubbedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(stepdata.__version__, prog_name="stepdata")
 @click.option("-v", "--verbose", count=True,
               help="More log output: -v our info lines and the engines' (vLLM, torch, transformers) warnings and "
@@ -46,6 +58,7 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    install_secret_filter()  # no log line, traceback or error shows an API key (a server may echo it)
     configure_engine_logs(verbose)  # before any engine is imported: they read it at start-up
 
 

@@ -296,6 +296,7 @@ def write_results(results: Sequence[EvalResult], out: str | Path, config: dict[s
 
     import stepdata
     from stepdata.io import atomic_path, write_text_atomic
+    from stepdata.secrets import scrub_failed_rows, scrub_object
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -304,8 +305,8 @@ def write_results(results: Sequence[EvalResult], out: str | Path, config: dict[s
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(result.model.rstrip("/")).name or "model")[:60]
         rows_file = f"{index:02d}-{slug}.parquet"
         with atomic_path(out / rows_file) as tmp:
-            result.rows.to_parquet(tmp, index=False)
+            scrub_failed_rows(result.rows).to_parquet(tmp, index=False)
         summaries.append(result.as_dict() | {"rows_file": rows_file})
     path = out / "eval.json"
     report = {"stepdata_version": stepdata.__version__, "config": config or {}, "results": summaries}
-    return write_text_atomic(path, json.dumps(report, indent=2, default=str) + "\n")
+    return write_text_atomic(path, json.dumps(scrub_object(report), indent=2, default=str) + "\n")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,30 +29,13 @@ from stepdata.schema import (
     schema_for,
     status_of_error_step,
 )
+from stepdata.secrets import redact_secrets, scrub_failed_rows
 
 METADATA_KEY = b"stepdata"
-
-_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization)", re.IGNORECASE)
 
 
 class SchemaError(ValueError):
     """A table does not match its schema; the message names the column (and row)."""
-
-
-def redact_secrets(config: Any) -> Any:
-    """Return ``config`` with values under secret-looking keys replaced.
-
-    Run configs are stored in every output file; an API key passed on the command
-    line must never end up there.
-    """
-    if isinstance(config, Mapping):
-        return {
-            k: ("<redacted>" if _SECRET_KEY.search(str(k)) and v is not None else redact_secrets(v))
-            for k, v in config.items()
-        }
-    if isinstance(config, (list, tuple)):
-        return [redact_secrets(v) for v in config]
-    return config
 
 
 @contextmanager
@@ -131,11 +113,18 @@ def _column_to_arrow(df: pd.DataFrame, field: pa.Field, kind: str) -> pa.Array:
     return array
 
 
+def _holds_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
+        pa.types.is_list(kind) and _holds_text(kind.value_type))
+
+
 def to_arrow(df: pd.DataFrame, kind: str, config: Mapping[str, Any] | None = None) -> pa.Table:
     """Validate ``df`` against the schema of ``kind`` and convert it to an Arrow table.
 
     Raises SchemaError naming the missing, unknown or mistyped column (and the
-    first offending row), so a broken stage fails before it writes anything.
+    first offending row), so a broken stage fails before it writes anything. The
+    text cells of rows that carry an ``error`` are scrubbed of secrets, and the
+    config's secrets are redacted (:mod:`stepdata.secrets`).
     """
     schema = schema_for(kind)
     missing = [f.name for f in schema if f.name not in df.columns]
@@ -144,7 +133,8 @@ def to_arrow(df: pd.DataFrame, kind: str, config: Mapping[str, Any] | None = Non
     unknown = [c for c in df.columns if c not in schema.names]
     if unknown:
         raise SchemaError(f"{kind} table has unknown column(s) {unknown}; known: {schema.names}")
-    df = df.reset_index(drop=True)
+    # the last line of defence: no key a server echoed into an error reaches a file
+    df = scrub_failed_rows(df.reset_index(drop=True), [f.name for f in schema if _holds_text(f.type)])
     arrays = [_column_to_arrow(df, field, kind) for field in schema]
     metadata = {
         "kind": kind,

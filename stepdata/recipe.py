@@ -37,6 +37,7 @@ import pandas as pd
 from stepdata.generation.engine_config import EngineConfig
 from stepdata.io import read_metadata, read_table, write_table, write_text_atomic
 from stepdata.keyvalues import parse_key_values
+from stepdata.secrets import scrub_object
 from stepdata.settings import coerce, config_from_mapping
 
 _VAR = re.compile(r"\$\{(\w+)(?:\s*\+\s*(\d+))?\}")
@@ -373,7 +374,7 @@ def run_recipe(recipe: Recipe, echo: Callable[[str], None] | None = None) -> dic
         run.release_engines()
     summary["seconds"] = run.seconds
     summary["total_seconds"] = round(time.monotonic() - start, 1)
-    write_text_atomic(recipe.out / recipe.summary, json.dumps(summary, indent=2, default=str))
+    write_text_atomic(recipe.out / recipe.summary, json.dumps(scrub_object(summary), indent=2, default=str))
     return summary
 
 

@@ -4,9 +4,13 @@ Used only for fault injection: each request's behaviour on each attempt comes
 from a script keyed by the request's user message (or prompt). Replies are
 deterministic, so a test can check that every sample arrived exactly once.
 
-Faults: "429", "500", "400" (permanent), "slow" (sleeps past the client's
-time-out), "drop" (closes the socket without a reply), "malformed" (HTTP 200
-with broken JSON), "nochoices" (valid JSON without choices), "ok".
+Faults: "429", "500", "400" (permanent), "401" (a wrong key, refused as OpenAI
+refuses it: "Incorrect API key provided: <the key sent>"), "slow" (sleeps past the
+client's time-out), "drop" (closes the socket without a reply), "malformed" (HTTP
+200 with broken JSON), "nochoices" (valid JSON without choices), "ok". ``default``
+is the plan of every request the script does not name; ``echo_key`` puts the key the
+client sent (its ``Authorization: Bearer`` header) into every injected error
+message, as some servers do.
 
 How a reply ends can be made to look like a real engine's: ``emulate_stops``
 applies the request's ``stop`` strings and ``max_tokens`` (a word counts as a
@@ -31,8 +35,11 @@ from typing import Any
 class FaultyOpenAIServer:
     def __init__(self, script: dict[str, list[str]] | None = None, ignore_n: bool = False, slow_seconds: float = 3.0,
                  reply_text: Any = None, reply_body: Any = None, emulate_stops: bool = False,
-                 send_stop_reason: bool = False, tokens_per_choice: int = 5):
+                 send_stop_reason: bool = False, tokens_per_choice: int = 5, default: list[str] | None = None,
+                 echo_key: bool = False):
         self.script = script or {}
+        self.default = list(default or [])
+        self.echo_key = echo_key
         self.reply_text = reply_text  # optional (key, seed, index) -> text
         self.reply_body = reply_body  # optional (request body, index) -> text or choice dict: scripted model replies
         self.emulate_stops = emulate_stops
@@ -74,10 +81,17 @@ class FaultyOpenAIServer:
                 with server.lock:
                     attempt = server.attempts[key]
                     server.attempts[key] += 1
-                plan = server.script.get(key, [])
+                plan = server.script.get(key, server.default)
                 fault = plan[attempt] if attempt < len(plan) else "ok"
+                sent_key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                if fault == "401":
+                    return self._send(401, {"error": {
+                        "message": f"Incorrect API key provided: {sent_key}. You can find your API key at "
+                                   "https://platform.openai.com/account/api-keys.",
+                        "type": "invalid_request_error", "code": "invalid_api_key"}})
                 if fault in ("429", "500", "400"):
-                    return self._send(int(fault), {"error": {"message": f"injected {fault}", "type": "test"}})
+                    message = f"injected {fault}" + (f" for key {sent_key}" if server.echo_key else "")
+                    return self._send(int(fault), {"error": {"message": message, "type": "test"}})
                 if fault == "slow":
                     time.sleep(server.slow_seconds)
                     return self._send(200, self._reply(body, key, chat))

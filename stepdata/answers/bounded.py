@@ -10,6 +10,15 @@ subprocesses, which daemonic multiprocessing workers may start).
 
 Protocol: length-prefixed pickles over the worker's stdin/stdout. Only this
 module talks to its own workers, so the pickles are trusted.
+
+Workers die with the process that started them, even when it is killed with
+SIGKILL in the middle of a check (a worker busy in Math-Verify reads no input and
+would otherwise spin on for minutes): on Linux each worker asks for a parent-death
+signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``), and everywhere a thread in the worker
+waits on a pipe whose only writer is the parent and exits when it closes. The
+signal fires when the *thread* that started the worker ends, so every worker is
+started from one long-lived thread (:class:`_Spawner`), never from the short-lived
+threads of a ``check_answers`` pool.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import atexit
 import logging
 import os
 import pickle
+import queue
 import select
 import struct
 import subprocess
@@ -33,6 +43,62 @@ log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!Q")
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+# what a worker is told about its parent (see worker_main): the parent's pid, and a pipe only the parent writes to
+PARENT_PID_VARIABLE = "STEPDATA_WORKER_PARENT_PID"
+PARENT_PIPE_VARIABLE = "STEPDATA_WORKER_PARENT_FD"
+
+
+class _Spawner:
+    """Starts processes from one long-lived thread, so a parent-death signal outlives the caller's thread.
+
+    Linux sends ``PR_SET_PDEATHSIG`` when the thread that forked the child ends, not the
+    process: a worker started from a ``ThreadPoolExecutor`` thread would be killed when the
+    pool shuts down. This thread lives as long as the process (a forked child starts its own).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def reset(self) -> None:
+        """In a forked child: the parent's thread is not there (and its lock may be held)."""
+        self._lock = threading.Lock()
+        self._requests, self._thread, self._pid = None, None, 0
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen:
+        with self._lock:
+            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+                self._requests = queue.SimpleQueue()
+                self._thread = threading.Thread(target=self._serve, args=(self._requests,), daemon=True,
+                                                name="stepdata-worker-spawner")
+                self._thread.start()
+                self._pid = os.getpid()
+            requests = self._requests
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        requests.put((args, kwargs, box, done))  # type: ignore[union-attr]
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["process"]
+
+    @staticmethod
+    def _serve(requests: queue.SimpleQueue) -> None:
+        while True:
+            args, kwargs, box, done = requests.get()
+            try:
+                box["process"] = subprocess.Popen(args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+
+_spawner = _Spawner()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_spawner.reset)
 
 
 @dataclass(frozen=True)
@@ -86,12 +152,28 @@ class _Worker:
     def __init__(self, preload: Sequence[str], startup_timeout: float) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stepdata.answers.worker_main", *preload],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
+        env[PARENT_PID_VARIABLE] = str(os.getpid())
+        # the worker's end of a pipe nobody writes to: it reads end-of-file when this process is gone
+        self.lifeline: int | None = None
+        pass_fds: tuple[int, ...] = ()
+        if os.name == "posix":
+            theirs, self.lifeline = os.pipe()
+            env[PARENT_PIPE_VARIABLE] = str(theirs)
+            pass_fds = (theirs,)
+        try:
+            self.process = _spawner.popen(
+                [sys.executable, "-m", "stepdata.answers.worker_main", *preload],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                pass_fds=pass_fds,
+            )
+        except BaseException:
+            self._close_lifeline()
+            raise
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         self.fd = self.process.stdout.fileno()  # type: ignore[union-attr]
         try:
             ready = _read_frame(self.fd, time.monotonic() + startup_timeout)
@@ -115,6 +197,15 @@ class _Worker:
                 stream.close()  # type: ignore[union-attr]
             except OSError:
                 pass
+        self._close_lifeline()
+
+    def _close_lifeline(self) -> None:
+        if self.lifeline is not None:
+            try:
+                os.close(self.lifeline)
+            except OSError:
+                pass
+            self.lifeline = None
 
 
 class BoundedPool:

@@ -74,7 +74,8 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
         config = {"command": "eval", "models": list(models), "data": data, "split": split, "limit": limit,
                   "seed": seed, "n_problems": n_problems, "min_problem_steps": min_steps,
                   "max_problem_steps": max_steps,
-                  "backend": backend, "template": template, "sampling": sampling.as_record(),
+                  "backend": backend, **({"tokenizer": tokenizer} if tokenizer else {}),
+                  "template": template, "sampling": sampling.as_record(),
                   "last_number_fallback": last_number_fallback}
         click.echo(f"wrote {write_results(results, out, config)}")
     if any(r.judged == 0 and r.samples for r in results):

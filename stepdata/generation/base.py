@@ -22,6 +22,7 @@ from stepdata.generation.types import (
     GenerationResult,
     SamplingConfig,
 )
+from stepdata.secrets import scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class Generator(ABC):
         if [r.request_id for r in results] != ids:
             raise RuntimeError(f"{self.backend} backend returned results out of order or incomplete")
         for result in results:
+            if result.error:  # a server may echo the key it was sent ("Incorrect API key provided: sk-...")
+                result.error = scrub_secrets(result.error)
             stats.failed_requests += not result.ok
             stats.samples += len(result.completions)
             stats.prompt_tokens += result.prompt_tokens or 0
@@ -126,7 +129,19 @@ def describe_engine(backend: str, model: str, **options: Any) -> dict[str, Any]:
         dtype = choose_hf_dtype(pick_device(options.get("device", "auto")), options.get("dtype"))
     elif backend != "openai":
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS + ('auto',)}")
-    return {"backend": backend, "model": str(model), "dtype": dtype}
+    return {"backend": backend, "model": str(model), "dtype": dtype} | (
+        client_rendering(options.get("endpoint", "chat"), options.get("tokenizer")) if backend == "openai" else {})
+
+
+def client_rendering(endpoint: str, tokenizer: Any) -> dict[str, Any]:
+    """How an OpenAI-compatible backend sends chats, when not as chats: the completions endpoint and the
+    local tokenizer (named by its path) that renders the prompts, which change what the server continues."""
+    described: dict[str, Any] = {}
+    if endpoint != "chat":
+        described["endpoint"] = endpoint
+    if isinstance(tokenizer, str):
+        described["tokenizer"] = tokenizer
+    return described
 
 
 def make_generator(backend: str, model: str, **options: Any) -> Generator:

@@ -48,8 +48,7 @@ class EngineConfig:
         """Backend, model and dtype the engine will have, worked out without loading it."""
         if self.model is None:
             raise ValueError("no model given (--model)")
-        return describe_engine(self.backend, self.model, **parse_key_values(self.engine_options,
-                                                                              option="--engine-option"))
+        return describe_engine(self.backend, self.model, **self.options())
 
     def build(self) -> Generator:
         """Load the engine (the slow part: only when a stage has work for it)."""

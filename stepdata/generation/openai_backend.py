@@ -12,7 +12,9 @@
   template on the client with ``tokenizer`` (a local path or object), which gives
   exact prefix continuation on any server that serves completions.
 - The API key is read from the environment (``api_key_env``), never from
-  arguments, and never logged or stored.
+  arguments, and never logged or stored: a server that echoes it in an error
+  ("Incorrect API key provided: sk-...") has it scrubbed from the request's
+  ``error`` and from every log line (:func:`stepdata.secrets.scrub_secrets`).
 - Token counts: ``usage`` is per request, so with n > 1 the per-sample
   ``completion_tokens`` are unknown (None, unless a ``tokenizer`` recounts them)
   while ``GenerationResult.usage_completion_tokens`` holds the server's total,
@@ -34,7 +36,7 @@ import random
 import threading
 from typing import Any
 
-from stepdata.generation.base import Generator
+from stepdata.generation.base import Generator, client_rendering
 from stepdata.generation.progress import GenerationStats, Progress
 from stepdata.generation.templates import render_prompt
 from stepdata.generation.types import (
@@ -46,6 +48,7 @@ from stepdata.generation.types import (
     SamplingConfig,
     derive_seed,
 )
+from stepdata.secrets import scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,7 @@ class OpenAIGenerator(Generator):
         if not os.environ.get(api_key_env) and not self.base_url:
             raise ValueError(f"set the API key in the environment variable {api_key_env} (it is never passed as an argument)")
         self.endpoint = endpoint
+        self.tokenizer_name = tokenizer if isinstance(tokenizer, str) else None
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
 
@@ -124,6 +128,10 @@ class OpenAIGenerator(Generator):
         self.backoff_max = backoff_max
         self.extra_body = dict(extra_body or {})
         self.server_ignores_n = False
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, model and dtype, and (when prompts are rendered here) the endpoint and tokenizer."""
+        return super().describe() | client_rendering(self.endpoint, self.tokenizer_name)
 
     def render(self, request: GenerationRequest) -> str | None:
         if request.prompt is not None:
@@ -183,7 +191,7 @@ class OpenAIGenerator(Generator):
             known = [u for u in usage if u is not None]
             result.usage_completion_tokens = sum(known) if len(known) == len(usage) else None
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
-            result.error = f"{type(exc).__name__}: {exc}"
+            result.error = self._scrub(f"{type(exc).__name__}: {exc}")
             result.completions = []
             result.usage_completion_tokens = None
         progress.update(1, result.completion_tokens_total)
@@ -236,6 +244,13 @@ class OpenAIGenerator(Generator):
 
     # -- one HTTP call, with retries ---------------------------------------------------------
 
+    def _scrub(self, text: str) -> str:
+        """``text`` without this backend's key (wherever it is kept) or anything else secret."""
+        return scrub_secrets(text, extra=[os.environ.get(self.api_key_env)])
+
+    def _describe(self, exc: Exception) -> str:
+        return self._scrub(_describe(exc))
+
     async def _call(
         self, client: Any, gate: asyncio.Semaphore, request: GenerationRequest, sampling: SamplingConfig,
         n: int, seed: int | None, stats: GenerationStats,
@@ -254,15 +269,15 @@ class OpenAIGenerator(Generator):
                 return reply
             except openai.APIStatusError as exc:
                 if exc.status_code not in RETRY_STATUS and exc.status_code < 500:
-                    raise PermanentRequestError(f"HTTP {exc.status_code}: {_server_message(exc)}") from None
+                    raise PermanentRequestError(self._scrub(f"HTTP {exc.status_code}: {_server_message(exc)}")) from None
                 failure: Exception = exc
             except retryable as exc:
                 failure = exc
             if attempt == self.max_retries:
-                raise RuntimeError(f"gave up after {attempt + 1} attempts; last error: {_describe(failure)}")
+                raise RuntimeError(f"gave up after {attempt + 1} attempts; last error: {self._describe(failure)}")
             delay = min(self.backoff_max, self.backoff_base * 2**attempt) * (0.5 + random.random())
             stats.retries += 1
-            log.warning("request %s: %s; retry %d/%d in %.1fs", request.request_id, _describe(failure),
+            log.warning("request %s: %s; retry %d/%d in %.1fs", request.request_id, self._describe(failure),
                         attempt + 1, self.max_retries, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")

@@ -23,6 +23,7 @@ from stepdata.pairs.stats import chosen_verified_counts, pairs_by_kind
 from stepdata.pipeline.block import StageBlock
 from stepdata.pipeline.run import StageRun
 from stepdata.schema import ATTEMPTS, PAIRS
+from stepdata.secrets import scrub_object
 
 
 def attempt_row(unit_id: str, problem_id: str, stage: str, outcome: str | None, *, detail: str | None = None,
@@ -170,7 +171,7 @@ def finish_pairs(run: StageRun, attempts: pd.DataFrame,
                                             "chosen_verified": chosen_verified_counts(pairs),
                                             "pairs_output": str(pairs_path)}
     run.summary.stage_stats = stats
-    text = json.dumps(run.summary.as_dict(), indent=1, default=str)
+    text = json.dumps(scrub_object(run.summary.as_dict()), indent=1, default=str)
     for path in (run.final, pairs_path):
         write_text_atomic(path.with_name(path.name + ".summary.json"), text)
     return pairs, stats

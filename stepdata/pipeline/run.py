@@ -42,10 +42,10 @@ import pandas as pd
 from stepdata.io import (
     read_metadata,
     read_table,
-    redact_secrets,
     write_table,
     write_text_atomic,
 )
+from stepdata.secrets import redact_secrets, scrub_object
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ class RunCheck:
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
-    """A stable hash of a stage config (secrets never enter it)."""
+    """A stable hash of a stage config: every setting, secrets excepted (they never enter it; counts such
+    as ``max_tokens`` do, see :func:`stepdata.secrets.is_secret_name`)."""
     canonical = json.dumps(redact_secrets(dict(config)), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -302,7 +303,7 @@ class StageRun:
         summary.stage_stats = stage_stats(output) if stage_stats else {}
         write_table(output, self.final, self.kind, config=self.config | {"stage": self.stage, "shard": f"{index}/{total}"})
         summary_path = self.final.with_name(self.final.name + ".summary.json")
-        write_text_atomic(summary_path, json.dumps(summary.as_dict(), indent=1, default=str))
+        write_text_atomic(summary_path, json.dumps(scrub_object(summary.as_dict()), indent=1, default=str))
         self.summary = summary
         return output
 
