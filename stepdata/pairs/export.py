@@ -343,7 +343,8 @@ def read_pairs(path: str | os.PathLike, *, ignore_unknown_columns: bool = False)
         df.attrs["ignored_columns"] = unknown
         return df
     records = []
-    with open(path, encoding="utf-8") as handle:
+    # a byte-order mark is skipped; bytes that are not UTF-8 reach the schema check, which names row and column
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
