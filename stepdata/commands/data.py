@@ -13,7 +13,13 @@ import click
 
 import stepdata
 from stepdata.commands.common import column_mapping, problem_steps_options
-from stepdata.io import SchemaError, UnreadableTable, read_metadata, read_table, write_table
+from stepdata.io import (
+    SchemaError,
+    UnreadableTable,
+    read_metadata,
+    read_table,
+    write_table,
+)
 from stepdata.loaders import KNOWN_SETS, BadRowError, load_problems
 
 

@@ -26,7 +26,12 @@ from typing import Any
 import pandas as pd
 
 from stepdata.loaders.formats import FORMATS, detect_format
-from stepdata.loaders.readers import BadRowError, Location, iter_records, undecodable_field
+from stepdata.loaders.readers import (
+    BadRowError,
+    Location,
+    iter_records,
+    undecodable_field,
+)
 from stepdata.schema import PROBLEMS
 
 log = logging.getLogger(__name__)
