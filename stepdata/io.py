@@ -191,11 +191,16 @@ def _row_names(df: pd.DataFrame) -> list[Any]:
     return list(range(len(df)))
 
 
-def to_arrow(df: pd.DataFrame, kind: str, config: Mapping[str, Any] | None = None) -> pa.Table:
+def to_arrow(df: pd.DataFrame, kind: str, config: Mapping[str, Any] | None = None, *,
+             unique: bool = True) -> pa.Table:
     """Validate ``df`` against the schema of ``kind`` and convert it to an Arrow table.
 
     Raises SchemaError naming the missing, unknown or mistyped column (and the
-    first offending row), so a broken stage fails before it writes anything.
+    first offending row), so a broken stage fails before it writes anything; and,
+    for a table whose rows are named by a column (a pairs table's ``pair_id``), the
+    value that repeats and its rows. Rows are named by the index when it holds row
+    numbers (a filtered table's are its input's), else by position. ``unique=False``
+    is for rows of that schema that are not such a table (the rows an export dropped).
     """
     schema = schema_for(kind)
     missing = [f.name for f in schema if f.name not in df.columns]
@@ -207,7 +212,8 @@ def to_arrow(df: pd.DataFrame, kind: str, config: Mapping[str, Any] | None = Non
     rows = _row_names(df)
     df = df.reset_index(drop=True)
     arrays = [_column_to_arrow(df, field, kind, rows) for field in schema]
-    _check_unique(df, kind, rows)
+    if unique:
+        _check_unique(df, kind, rows)
     metadata = {
         "kind": kind,
         "schema_version": SCHEMA_VERSION,

@@ -92,8 +92,9 @@ def _check_extra(df: pd.DataFrame, extra_columns: Sequence[str], taken: Sequence
 
 
 def _pairs_arrow(df: pd.DataFrame) -> pa.Table:
-    """``df`` validated as a pairs table (columns that are not pairs columns are left out)."""
-    return to_arrow(df[[c for c in df.columns if c in PAIRS.names]], "pairs")
+    """``df`` validated as pairs rows (columns that are not pairs columns are left out), for a layout that is not
+    a pairs table (trl, step-dpo, the dropped rows), so a pair id may repeat there."""
+    return to_arrow(df[[c for c in df.columns if c in PAIRS.names]], "pairs", unique=False)
 
 
 def _with_extra(columns: dict[str, list[Any]], pairs: pa.Table, extra_columns: Sequence[str]) -> pa.Table:
