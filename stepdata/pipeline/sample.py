@@ -18,6 +18,7 @@ import pandas as pd
 
 from stepdata.answers import AnswerPolicy, is_unfinished
 from stepdata.generation import GenerationRequest, SamplingConfig
+from stepdata.generation.types import row_error
 from stepdata.pipeline.block import StageBlock
 from stepdata.pipeline.lineage import prompt_text
 from stepdata.prompts import load_prompt
@@ -100,7 +101,7 @@ class SampleStage(StageBlock):
                 for i in range(self.sampling.n):
                     rows.append(base | {"rollout_id": f"{problem.problem_id}:{i}", "completion": None, "steps": None,
                                         "pred_answer": None, "correct": None, "finish_reason": None,
-                                        "completion_tokens": None, "error": f"generation: {result.error}"})
+                                        "completion_tokens": None, "error": row_error(result.error)})
                 continue
             for i, completion in enumerate(result.completions):
                 rows.append(base | {
