@@ -332,7 +332,8 @@ def read_pairs(path: str | os.PathLike, *, ignore_unknown_columns: bool = False)
         try:
             meta = read_metadata(path)
         except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid (not Parquet) is a ValueError
-            raise ExportError(f"{path}: not a Parquet pairs table or a JSON lines pairs export ({exc})") from None
+            reason = str(exc).removeprefix(f"{path}: ")
+            raise ExportError(f"{path}: not a Parquet pairs table or a JSON lines pairs export ({reason})") from None
         layout = str(meta.get("kind", "")).removeprefix("export:")
         if layout in ("trl", "step-dpo"):
             raise _not_pairs_rows(path, layout)
