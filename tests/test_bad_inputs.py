@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import requires_torch
+from conftest import requires_torch, requires_vllm
 from fake_openai_server import FaultyOpenAIServer
 
 from cli import main
@@ -212,13 +212,14 @@ def test_a_config_out_of_range_is_refused_naming_the_setting(tmp_path):
 
 
 @requires_torch
-def test_a_prompt_longer_than_the_context_is_a_row_error(runner, tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=requires_vllm)])
+def test_a_prompt_longer_than_the_context_is_a_row_error(runner, tmp_path, tiny_model_dir, backend):
     problems = tmp_path / "problems.jsonl"
     long_question = "Ada has 5 marbles and buys 7 more. " * 200 + "How many does she have?"
     problems.write_text(json.dumps({"id": "short", "question": "Ada has 5 marbles. How many?", "answer": "5"}) + "\n"
                         + json.dumps({"id": "long", "question": long_question, "answer": "1405"}) + "\n")
     out = tmp_path / "rollouts.parquet"
-    result = invoke(runner, ["sample", problems, "--backend", "hf", "--model", tiny_model_dir, "--n", "1",
+    result = invoke(runner, ["sample", problems, "--backend", backend, "--model", tiny_model_dir, "--n", "1",
                              "--max-tokens", "4", "--out", out])
     assert result.exit_code == 0, result.output
     rows = read_table(out).set_index("problem_id")
