@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stepdata import __version__
 from stepdata.schema import (
     ALLOWED_VALUES,
     SCHEMA_VERSION,
+    UNIQUE_COLUMNS,
     schema_for,
     status_of_error_step,
 )
@@ -36,6 +38,13 @@ METADATA_KEY = b"stepdata"
 
 class SchemaError(ValueError):
     """A table does not match its schema; the message names the column (and row)."""
+
+
+class UnreadableTable(SchemaError, OSError):
+    """A file that is not a readable Parquet file (cut short, a broken footer, not Parquet at all).
+
+    Both a SchemaError (a ValueError) and an OSError, as pyarrow's own errors for such files were.
+    """
 
 
 @contextmanager
@@ -81,15 +90,35 @@ def _first_bad_row(values: list[Any], field: pa.Field) -> tuple[int, Any, str]:
     return -1, None, ""
 
 
-def _column_to_arrow(df: pd.DataFrame, field: pa.Field, kind: str) -> pa.Array:
+def _is_text_list(field: pa.Field) -> bool:
+    return pa.types.is_list(field.type) and pa.types.is_string(field.type.value_type)
+
+
+def _null_item(value: Any) -> int | None:
+    """Where a list cell holds a null item (None, or pandas' NaN), None when it holds none."""
+    if value is None:
+        return None
+    for index, item in enumerate(value):
+        if item is None or (isinstance(item, float) and np.isnan(item)):
+            return index
+    return None
+
+
+def _column_to_arrow(df: pd.DataFrame, field: pa.Field, kind: str, rows: Any = None) -> pa.Array:
+    """One column of ``df`` as ``field`` says; a SchemaError names the column and the row.
+
+    ``rows`` are the names rows are reported by (default: their positions); a table read from
+    a file reports its rows by their place in the file, a filtered one by the input row.
+    """
     series = df[field.name]
     values = series.tolist()
+    label = (lambda i: i) if rows is None else (lambda i: rows[i])
     if pa.types.is_list(field.type):
         # pyarrow would read a string as a list of its characters: refuse it instead.
         for row, value in enumerate(values):
             if value is not None and not isinstance(value, (list, tuple, np.ndarray)):
                 raise SchemaError(
-                    f"{kind} table: column {field.name!r} must be a list; row {row} holds "
+                    f"{kind} table: column {field.name!r} must be a list; row {label(row)} holds "
                     f"{type(value).__name__} {str(value)[:80]!r}"
                 )
     try:
@@ -98,17 +127,23 @@ def _column_to_arrow(df: pd.DataFrame, field: pa.Field, kind: str) -> pa.Array:
         row, value, why = _first_bad_row(values, field)
         raise SchemaError(
             f"{kind} table: column {field.name!r} must be {field.type}; "
-            f"row {row} holds {type(value).__name__} {str(value)[:80]!r} ({why})"
+            f"row {label(row)} holds {type(value).__name__} {str(value)[:80]!r} ({why})"
         ) from None
     if not field.nullable and array.null_count:
         row = next(i for i, v in enumerate(array.to_pylist()) if v is None)
-        raise SchemaError(f"{kind} table: column {field.name!r} may not be null; row {row} is null")
+        raise SchemaError(f"{kind} table: column {field.name!r} may not be null; row {label(row)} is null")
+    if _is_text_list(field):
+        for row, value in enumerate(values):
+            item = _null_item(value)
+            if item is not None:
+                raise SchemaError(f"{kind} table: column {field.name!r} row {label(row)}: item {item} is null "
+                                  "(every item must be text)")
     allowed = ALLOWED_VALUES.get((kind, field.name))
     if allowed:
         for row, value in enumerate(array.to_pylist()):
             if value is not None and value not in allowed:
                 raise SchemaError(
-                    f"{kind} table: column {field.name!r} row {row} is {value!r}; expected one of {list(allowed)}"
+                    f"{kind} table: column {field.name!r} row {label(row)} is {value!r}; expected one of {list(allowed)}"
                 )
     return array
 
@@ -118,12 +153,42 @@ def _holds_text(kind: pa.DataType) -> bool:
         pa.types.is_list(kind) and _holds_text(kind.value_type))
 
 
-def to_arrow(df: pd.DataFrame, kind: str, config: Mapping[str, Any] | None = None) -> pa.Table:
+def _check_unique(df: pd.DataFrame, kind: str, rows: Any) -> None:
+    """A column that names rows (a pair id) must not repeat; the error names the value and its rows."""
+    column = UNIQUE_COLUMNS.get(kind)
+    if column is None or column not in df.columns:
+        return
+    repeated = df[column][df[column].duplicated(keep=False) & df[column].notna()]
+    if repeated.empty:
+        return
+    value = repeated.iloc[0]
+    where = [rows[i] for i in np.flatnonzero(df[column].eq(value).to_numpy())]
+    listed = ", ".join(str(r) for r in where[:-1]) + f" and {where[-1]}"
+    more = repeated.nunique() - 1
+    raise SchemaError(f"{kind} table: {column} {value!r} is in rows {listed}" +
+                      (f" (and {more} more {column}s repeat)" if more else "") +
+                      f"; a {column} is unique in a {kind} table")
+
+
+def _row_names(df: pd.DataFrame) -> list[Any]:
+    """How rows are reported: by their index when it holds row numbers (a filtered table keeps its
+    input's), else by position."""
+    if pd.api.types.is_integer_dtype(df.index.dtype):
+        return list(df.index)
+    return list(range(len(df)))
+
+
+def to_arrow(df: pd.DataFrame, kind: str, config: Mapping[str, Any] | None = None, *,
+             unique: bool = True) -> pa.Table:
     """Validate ``df`` against the schema of ``kind`` and convert it to an Arrow table.
 
     Raises SchemaError naming the missing, unknown or mistyped column (and the
-    first offending row), so a broken stage fails before it writes anything. The
-    text cells of rows that carry an ``error`` are scrubbed of secrets, and the
+    first offending row), so a broken stage fails before it writes anything; and,
+    for a table whose rows are named by a column (a pairs table's ``pair_id``), the
+    value that repeats and its rows. Rows are named by the index when it holds row
+    numbers (a filtered table's are its input's), else by position. ``unique=False``
+    is for rows of that schema that are not such a table (the rows an export dropped).
+    The text cells of rows that carry an ``error`` are scrubbed of secrets, and the
     config's secrets are redacted (:mod:`stepdata.secrets`).
     """
     schema = schema_for(kind)
@@ -133,9 +198,12 @@ def to_arrow(df: pd.DataFrame, kind: str, config: Mapping[str, Any] | None = Non
     unknown = [c for c in df.columns if c not in schema.names]
     if unknown:
         raise SchemaError(f"{kind} table has unknown column(s) {unknown}; known: {schema.names}")
+    rows = _row_names(df)
     # the last line of defence: no key a server echoed into an error reaches a file
     df = scrub_failed_rows(df.reset_index(drop=True), [f.name for f in schema if _holds_text(f.type)])
-    arrays = [_column_to_arrow(df, field, kind) for field in schema]
+    arrays = [_column_to_arrow(df, field, kind, rows) for field in schema]
+    if unique:
+        _check_unique(df, kind, rows)
     metadata = {
         "kind": kind,
         "schema_version": SCHEMA_VERSION,
@@ -162,11 +230,51 @@ def write_table(
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Return the stepdata metadata of a Parquet file ({} for foreign files)."""
-    raw = pq.read_schema(path).metadata or {}
+    """Return the stepdata metadata of a Parquet file ({} for foreign files).
+
+    Raises SchemaError (a ValueError) naming the file when it is not a readable
+    Parquet file or when its stepdata metadata is not a JSON object.
+    """
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as exc:  # a file cut short, a broken footer, not Parquet at all
+        raise UnreadableTable(f"{path}: not a readable Parquet file ({str(exc).strip()})") from None
     if METADATA_KEY not in raw:
         return {}
-    return json.loads(raw[METADATA_KEY])
+    try:
+        meta = json.loads(raw[METADATA_KEY])
+    except ValueError as exc:
+        raise SchemaError(f"{path}: its stepdata metadata is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise SchemaError(f"{path}: its stepdata metadata is not a JSON object (found {type(meta).__name__})")
+    return meta
+
+
+def validate_columns(table: pa.Table, kind: str, where: str | os.PathLike) -> None:
+    """Check the columns of ``table`` that ``kind``'s schema knows, as a write would, before anything uses them.
+
+    A table made elsewhere (or edited) is checked when it is read: a null where a value
+    is required, a null step inside a list of steps, a value of another type or outside
+    a column's allowed values is a SchemaError naming ``where`` (the file), the column
+    and the row as it is in the file, not in some later batch. Columns of the right type
+    with no nulls to refuse are checked without leaving Arrow.
+    """
+    schema = schema_for(kind)
+    for field in schema:
+        if field.name not in table.column_names:
+            continue
+        column = table.column(field.name)
+        suspect = (column.type != field.type or (not field.nullable and column.null_count > 0)
+                   or (kind, field.name) in ALLOWED_VALUES)
+        if not suspect and _is_text_list(field):
+            suspect = pc.list_flatten(column).null_count > 0
+        if not suspect:
+            continue
+        values = pd.DataFrame({field.name: column.to_pylist()})
+        try:
+            _column_to_arrow(values, field, kind)
+        except SchemaError as exc:
+            raise SchemaError(f"{where}: {exc}") from None
 
 
 def read_table(path: str | os.PathLike, kind: str | None = None) -> pd.DataFrame:
@@ -188,6 +296,8 @@ def read_table(path: str | os.PathLike, kind: str | None = None) -> pd.DataFrame
         if missing:
             raise SchemaError(f"{path}: {kind} table is missing column(s) {missing}")
     table = pq.read_table(path)
+    if kind is not None:
+        validate_columns(table, kind, path)
     df = table.to_pandas()
     if derive_status:
         df.insert(df.columns.get_loc("error_step") + 1, "status", [status_of_error_step(v) for v in df["error_step"]])

@@ -301,7 +301,7 @@ def step_combine(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path
     _params(step, {"inputs", "out"}, where)
     paths = [run.ref(p, f"{where}.inputs") for p in step["inputs"]]
     out = run.path(step["out"])
-    combined = combine_pairs(paths, out, repeats_within_a_table=True)
+    combined = combine_pairs(paths, out)
     return out, {"total": len(combined), "by_kind": pairs_by_kind(combined)}
 
 

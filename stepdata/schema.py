@@ -170,6 +170,10 @@ ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+# Columns whose value names one row: a repeat is an error when the table is written.
+UNIQUE_COLUMNS: dict[str, str] = {"pairs": "pair_id"}
+
+
 def status_of_error_step(error_step: object) -> str:
     """The status a localized row's ``error_step`` implies, for tables written before ``status`` existed.
 

@@ -5,6 +5,13 @@ with :func:`setting`, so the default and the sentence a user reads in ``--help``
 next to each other in one place. The command line builds its options from these
 fields (:mod:`stepdata.commands.config_options`) and a recipe's ``config:`` mapping
 is checked against them (:func:`config_from_mapping`), so neither repeats a default.
+
+A setting may also say what values make sense (``minimum``/``maximum``, open or
+closed, and ``choices``): a Config's ``__post_init__`` calls :func:`check_settings`,
+so a count of 0 where none makes sense, a probability outside its range or a
+negative temperature is refused when the Config is made, from Python, a recipe or
+the command line, with a :class:`SettingError` naming the setting (the command line
+turns it into a usage error naming the option; its options carry the range too).
 """
 
 from __future__ import annotations
@@ -15,17 +22,66 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+class SettingError(ValueError):
+    """A setting holds a value it may not have; ``name`` is the setting's field name."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(message)
+
+
 def setting(default: Any, help: str, *, cli: str | None = None, choices: Sequence[str] | None = None,
-            multiple: bool = False, metavar: str | None = None, hidden: bool = False) -> Any:
-    """A dataclass field whose metadata carries what the command line needs.
+            multiple: bool = False, metavar: str | None = None, hidden: bool = False,
+            minimum: float | None = None, maximum: float | None = None, min_open: bool = False,
+            max_open: bool = False) -> Any:
+    """A dataclass field whose metadata carries what the command line needs and what values make sense.
 
     ``cli`` overrides the option name (``--rollouts`` for ``rollouts_per_prefix``);
     ``choices`` limits a string; ``multiple`` makes a repeatable option (a tuple);
-    ``hidden`` keeps a library-only field off the command line.
+    ``hidden`` keeps a library-only field off the command line. ``minimum``/``maximum``
+    bound a number (every item of a tuple of numbers), excluded with ``min_open``/``max_open``;
+    None (an unset optional setting) is always allowed.
     """
     metadata = {"help": help, "cli": cli, "choices": tuple(choices) if choices else None, "multiple": multiple,
-                "metavar": metavar, "hidden": hidden}
+                "metavar": metavar, "hidden": hidden, "minimum": minimum, "maximum": maximum,
+                "min_open": min_open, "max_open": max_open}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def describe_range(metadata: Mapping[str, Any]) -> str | None:
+    """``">= 1"``, ``"> 0"``, ``"in (0, 1]"``: what a setting's bounds allow (None: unbounded)."""
+    low, high = metadata.get("minimum"), metadata.get("maximum")
+    if low is None and high is None:
+        return None
+    if low is not None and high is not None:
+        return f"in {'(' if metadata.get('min_open') else '['}{low}, {high}{')' if metadata.get('max_open') else ']'}"
+    if low is not None:
+        return f"{'>' if metadata.get('min_open') else '>='} {low}"
+    return f"{'<' if metadata.get('max_open') else '<='} {high}"
+
+
+def _in_range(value: float, metadata: Mapping[str, Any]) -> bool:
+    low, high = metadata.get("minimum"), metadata.get("maximum")
+    if low is not None and (value <= low if metadata.get("min_open") else value < low):
+        return False
+    return not (high is not None and (value >= high if metadata.get("max_open") else value > high))
+
+
+def check_settings(config: Any) -> None:
+    """Raise :class:`SettingError` naming the first field of dataclass ``config`` outside its choices or range."""
+    for field in dataclasses.fields(config):
+        value, metadata = getattr(config, field.name), field.metadata
+        if value is None:
+            continue
+        choices = metadata.get("choices")
+        if choices and not metadata.get("multiple") and value not in choices:
+            raise SettingError(field.name, f"{field.name} must be one of {list(choices)}, got {value!r}")
+        allowed = describe_range(metadata)
+        if allowed is None:
+            continue
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not _in_range(item, metadata):
+                raise SettingError(field.name, f"{field.name} must be {allowed}, got {value!r}")
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -82,4 +138,7 @@ def config_from_mapping(cls: type, values: Mapping[str, Any] | None, where: str 
     if unknown:
         raise ValueError(f"{where}: unknown setting(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
     types = field_types(cls)
-    return cls(**{k: coerce(v, types[k], f"{where}.{k}") for k, v in values.items()})
+    try:
+        return cls(**{k: coerce(v, types[k], f"{where}.{k}") for k, v in values.items()})
+    except SettingError as exc:
+        raise SettingError(exc.name, f"{where}.{exc.name}: {exc}") from None

@@ -50,6 +50,27 @@ _PLAIN = re.compile(
 )
 _UNIT_WORD = re.compile(r"[A-Za-z]+")
 
+# Invisible characters that copy-pasted or model-written numbers carry: zero-width space, non-joiner and
+# joiner, word joiner, a byte-order mark, a soft hyphen. They never change what a number is.
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+# Spaces that do not break a line: no-break, narrow no-break (French, SI), figure and thin space. Between a
+# digit and a group of exactly three digits they separate thousands ("3 000"); anywhere else they are spaces.
+NO_BREAK_SPACES = "\u00a0\u202f\u2007\u2009"
+_ZERO_WIDTH = re.compile(f"[{ZERO_WIDTH}]")
+_GROUP_SPACE = re.compile(f"(?<=\\d)[{NO_BREAK_SPACES}](?=\\d{{3}}(?!\\d))")
+_NO_BREAK = re.compile(f"[{NO_BREAK_SPACES}]")
+
+
+def normalize_answer_text(text: str) -> str:
+    """An answer as every check compares it: zero-width characters removed, a no-break space between
+    thousands groups removed (3, a no-break space, 000 is 3000) and any other no-break space made a plain space.
+
+    ``check_answer`` applies it to gold and prediction alike before the exact, fast and
+    Math-Verify paths, so 1, a zero-width space, 2 is 12 on every path.
+    """
+    text = _ZERO_WIDTH.sub("", text)
+    return _NO_BREAK.sub(" ", _GROUP_SPACE.sub("", text))
+
 
 @dataclass(frozen=True)
 class PlainNumber:

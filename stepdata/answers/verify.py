@@ -25,7 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from stepdata.answers.bounded import BoundedPool, shared_pool
-from stepdata.answers.numbers import MATH_WORDS, numbers_equal, parse_plain_number
+from stepdata.answers.numbers import (
+    MATH_WORDS,
+    normalize_answer_text,
+    numbers_equal,
+    parse_plain_number,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +155,9 @@ def _missing(value: object) -> bool:
 
 
 def _check(gold: str | None, pred: str | None, config: AnswerCheckConfig, pool: BoundedPool | None) -> Verdict:
+    # the one place answers are normalized: every path below compares what this leaves
+    gold = normalize_answer_text(gold) if isinstance(gold, str) else gold
+    pred = normalize_answer_text(pred) if isinstance(pred, str) else pred
     if _missing(gold):
         return Verdict(False, "bad_gold", "none", "no gold answer")
     if _missing(pred):

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from stepdata.settings import coerce, field_types
+from stepdata.settings import SettingError, coerce, field_types
 
 
 class _CommaList(click.ParamType):
@@ -63,6 +63,10 @@ def _option_for(field: dataclasses.Field, annotation: Any, default: Any, help_te
     elif typing.get_origin(base) is tuple:
         kind = _CommaList(base)
         kwargs["show_default"] = False
+    elif base in (int, float) and (meta.get("minimum") is not None or meta.get("maximum") is not None):
+        kind = (click.IntRange if base is int else click.FloatRange)(
+            meta.get("minimum"), meta.get("maximum"), min_open=bool(meta.get("min_open")),
+            max_open=bool(meta.get("max_open")))
     else:
         kind = base if base in (int, float, str) else str
     return click.option(option_name(field), field.name, type=kind, default=default, metavar=meta.get("metavar"),
@@ -91,10 +95,16 @@ def config_options(cls: type, *, exclude: Iterable[str] = (), defaults: dict[str
 
 
 def build_config(cls: type, values: dict[str, Any], **fixed: Any) -> Any:
-    """The dataclass ``cls`` from the parsed options in ``values`` (keys that are not its fields are ignored)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    chosen = {k: v for k, v in values.items() if k in names} | fixed
+    """The dataclass ``cls`` from the parsed options in ``values`` (keys that are not its fields are ignored).
+
+    A setting the Config refuses is a usage error naming its option (``Invalid value for '--rounds': ...``).
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    chosen = {k: v for k, v in values.items() if k in fields} | fixed
     try:
         return cls(**chosen)
+    except SettingError as exc:
+        field = fields.get(exc.name)
+        raise click.BadParameter(str(exc), param_hint=option_name(field) if field else None) from None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None

@@ -15,6 +15,7 @@ import stepdata
 from stepdata.commands.common import column_mapping, problem_steps_options
 from stepdata.io import (
     SchemaError,
+    UnreadableTable,
     read_metadata,
     read_table,
     write_table,
@@ -120,8 +121,10 @@ def show_cmd(path: str, rows: int) -> None:
     _refuse_non_parquet(path)
     try:
         meta = read_metadata(path)
-    except (ValueError, pa.ArrowException) as exc:  # json.JSONDecodeError is a ValueError
-        meta = {"kind": None, "unreadable": str(exc)}
+    except UnreadableTable as exc:  # not Parquet inside, a broken footer: there are no rows to show either
+        raise click.ClickException(f"{exc}; was it cut short while being written?") from None
+    except (ValueError, pa.ArrowException) as exc:  # metadata that is not a JSON object
+        meta = {"kind": None, "unreadable": str(exc).removeprefix(f"{path}: ")}
     try:
         df = pq.read_table(path).to_pandas() if "unreadable" in meta else read_table(path)
     except (SchemaError, ValueError, OSError, pa.ArrowException) as exc:

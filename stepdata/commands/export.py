@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from stepdata.commands.common import load_tokenizer, read_pairs
-from stepdata.io import write_text_atomic
+from stepdata.io import SchemaError, write_text_atomic
 
 
 @click.command("export")
@@ -89,6 +89,9 @@ def export_cmd(pairs: str, out: str, fmt: str, model: str | None, test_fraction:
                   for name, (_, part) in parts.items()}
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
+    except SchemaError as exc:  # rows are named as in PAIRS (the filters keep each row's input number)
+        hint = " (--dedup drops repeated pairs)" if "unique" in str(exc) and not dedup else ""
+        raise click.ClickException(f"{pairs}: {exc}{hint}") from None
     files: dict[str, str | None] = {}
     not_written = _empty_exports(parts, len(kept), test_fraction, seed)
     for name, (path, _) in parts.items():

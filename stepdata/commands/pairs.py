@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 
 from stepdata.commands.common import read_pairs
-from stepdata.io import SchemaError, read_metadata, read_table, write_text_atomic
+from stepdata.io import (
+    SchemaError,
+    UnreadableTable,
+    read_metadata,
+    read_table,
+    write_text_atomic,
+)
 
 
 @click.command("merge")
@@ -93,6 +99,9 @@ def audit_cmd(pairs: str, out: str, max_pairs: int | None, title: str | None) ->
 
     try:
         df = read_table(pairs, kind="pairs")
+    except UnreadableTable as exc:  # not Parquet inside: say so rather than what a pairs table needs
+        reason = str(exc).removeprefix(f"{pairs}: ")
+        raise click.ClickException(f"{pairs}: cannot read it as a Parquet pairs table ({reason})") from None
     except SchemaError as exc:
         raise click.ClickException(f"{exc} (stepdata audit needs a pairs table)") from None
     except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError: not a Parquet file

@@ -73,8 +73,9 @@ def sample_cmd(problems: str, data_dir: str | None, **options) -> None:
     engine = build_config(EngineConfig, options)
     if engine.model is None:
         raise click.UsageError("sample needs --model (the policy)")
+    config = build_config(SampleConfig, options)  # an option out of range is a usage error before anything loads
     table = _user_error(load_units, problems, "problems", data_dir)
-    block = _user_error(SampleStage, engine, build_config(SampleConfig, options))
+    block = _user_error(SampleStage, engine, config)
     block.inherit({"problems": problems_reference(problems)})
     result = execute(block, table, options)
     stats = result.stats
@@ -154,6 +155,7 @@ def pair_stage_done(stats: dict, what: str) -> None:
 def rectify_cmd(localized: str, problems_source: str | None, data_dir: str | None, **options) -> None:
     """Stage 3: continue every localized wrong rollout from its correct prefix with the same policy
     and pair the right continuations' first step with the wrong step (Step-DPO pairs)."""
+    build_config(RectifyConfig, options)  # an option out of range is a usage error before anything loads
     table = _user_error(read_table, localized, kind="localized")
     lineage, problems = _user_error(_problems_for, localized, problems_source, data_dir, "rectify")
     if problems is None:
@@ -172,6 +174,7 @@ def synthesize_cmd(source: str, problems_source: str | None, data_dir: str | Non
     solutions of a problems table): continue from step k at a rising temperature until the answer is wrong."""
     from pathlib import Path
 
+    build_config(SynthesizeConfig, options)  # an option out of range is a usage error before anything loads
     is_rollouts = Path(source).exists() and source.endswith(".parquet") and \
         _user_error(read_metadata, source).get("kind") == "rollouts"
     if is_rollouts:

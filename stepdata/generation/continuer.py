@@ -25,7 +25,12 @@ from typing import Any
 
 from stepdata.answers import AnswerPolicy, Label
 from stepdata.generation.base import Generator
-from stepdata.generation.types import Completion, GenerationRequest, SamplingConfig
+from stepdata.generation.types import (
+    Completion,
+    GenerationRequest,
+    SamplingConfig,
+    row_error,
+)
 from stepdata.prompts import PromptTemplate
 
 
@@ -64,7 +69,8 @@ class Continuer:
     """Continues prefixes with one generator and template, and labels the ends with one answer policy.
 
     A failed generation is recorded as ``"<error_kind>: <engine error>"`` (the run summary counts
-    errors by that first word).
+    errors by that first word), or as the engine's ``prompt_too_long: ...`` for a prompt that does
+    not fit the model's context.
     """
 
     def __init__(self, generator: Generator, template: PromptTemplate, answers: AnswerPolicy, *,
@@ -86,7 +92,7 @@ class Continuer:
         out = []
         for prefix, result in zip(prefixes, results):
             if not result.ok:
-                out.append(Continued(prefix.key, error=f"{self.error_kind}: {result.error}",
+                out.append(Continued(prefix.key, error=row_error(result.error, self.error_kind),
                                      total_tokens=result.total_tokens))
             else:
                 out.append(Continued(prefix.key, list(result.completions), tokens=result.completion_tokens_total,

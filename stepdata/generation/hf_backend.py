@@ -30,6 +30,7 @@ from stepdata.generation.types import (
     GenerationResult,
     SamplingConfig,
     derive_seed,
+    prompt_too_long,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,19 @@ def _first_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
     return best
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def context_length(config: Any) -> int | None:
+    """The longest sequence (prompt + completion) a transformers model config says the model takes, or None."""
+    for key in CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    text_config = getattr(config, "text_config", None)  # a multimodal model's language part
+    return context_length(text_config) if text_config is not None and text_config is not config else None
+
+
 def pick_device(device: str = "auto") -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else as given."""
     if device != "auto":
@@ -72,6 +86,12 @@ class TransformersGenerator(Generator):
     The dtype is :func:`~stepdata.generation.dtypes.choose_hf_dtype`'s (float32 on CPU,
     bfloat16 on a GPU that has it) unless ``dtype=`` says otherwise; ``self.dtype``
     is what the loaded model's parameters are in (a model object passed in keeps its own).
+
+    The context (``self.max_model_len``) is the model config's ``max_position_embeddings``
+    (or its like), or ``max_model_len=`` as vLLM takes it: a prompt that leaves no room in
+    it is the request's error (``prompt_too_long: N tokens > context M``), never run past
+    the positions the model was trained on, and a sample stops (cut, as at ``max_tokens``)
+    where prompt and completion fill it.
     """
 
     backend = "hf"
@@ -84,6 +104,7 @@ class TransformersGenerator(Generator):
         device: str = "auto",
         dtype: str | None = None,
         batch_size: int = 16,
+        max_model_len: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,6 +125,7 @@ class TransformersGenerator(Generator):
         self.dtype = str(next(self.lm.parameters()).dtype).removeprefix("torch.")
         log.info("hf: %s in %s on %s", name, self.dtype, self.device)
         self.batch_size = batch_size
+        self.max_model_len = max_model_len or context_length(self.lm.config)
         eos = self.lm.generation_config.eos_token_id if self.lm.generation_config else None
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
@@ -128,6 +150,10 @@ class TransformersGenerator(Generator):
                 ids = encode_prompt(self.tokenizer, request, text)
             except Exception as exc:  # noqa: BLE001 - a bad request is a per-row error
                 results.append(GenerationResult(request.request_id, None, None, error=f"{type(exc).__name__}: {exc}"))
+                continue
+            if self.max_model_len is not None and len(ids) >= self.max_model_len:
+                results.append(GenerationResult(request.request_id, text, len(ids),
+                                                error=prompt_too_long(len(ids), self.max_model_len)))
                 continue
             results.append(GenerationResult(request.request_id, text, len(ids), completions=[None] * sampling.n))  # type: ignore[list-item]
             for sample in range(sampling.n):
@@ -179,8 +205,11 @@ class TransformersGenerator(Generator):
         texts: list[str | None] = [None] * len(batch)
         past = None
         step_ids, step_positions = input_ids, positions
+        # each sample stops at max_tokens or where it fills the model's context, whichever comes first
+        limits = [sampling.max_tokens if self.max_model_len is None else
+                  min(sampling.max_tokens, self.max_model_len - len(seq.prompt_ids)) for seq in batch]
         with torch.inference_mode():
-            for _ in range(sampling.max_tokens):
+            for _ in range(max(limits)):
                 out = self.lm(input_ids=step_ids, attention_mask=attention, position_ids=step_positions,
                               past_key_values=past, use_cache=True)
                 past = out.past_key_values
@@ -203,6 +232,8 @@ class TransformersGenerator(Generator):
                         if hit is not None:
                             cut, reasons[row] = hit
                             finish[row], texts[row] = "stop", text[:cut]
+                    if finish[row] is None and len(generated[row]) >= limits[row]:
+                        finish[row], reasons[row] = "length", STOP_LENGTH
                 if all(f is not None for f in finish):
                     break
                 step_ids = chosen.view(-1, 1).to(device)

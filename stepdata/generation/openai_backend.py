@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 from typing import Any
 
@@ -47,6 +48,7 @@ from stepdata.generation.types import (
     GenerationResult,
     SamplingConfig,
     derive_seed,
+    prompt_too_long,
 )
 from stepdata.secrets import scrub_secrets
 
@@ -190,6 +192,10 @@ class OpenAIGenerator(Generator):
             # one reply without usage leaves the total unknown; the per-sample sum is then the fallback
             known = [u for u in usage if u is not None]
             result.usage_completion_tokens = sum(known) if len(known) == len(usage) else None
+        except PermanentRequestError as exc:  # a refusal that names the context is an over-long prompt
+            result.error = context_error(str(exc)) or f"{type(exc).__name__}: {exc}"
+            result.completions = []
+            result.usage_completion_tokens = None
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             result.error = self._scrub(f"{type(exc).__name__}: {exc}")
             result.completions = []
@@ -325,6 +331,23 @@ def _stop_reason(choice: Any, finish_reason: str, sampling: SamplingConfig) -> s
     if not sampling.stop:
         return STOP_EOS  # nothing else could have stopped it
     return None
+
+
+_CONTEXT_REFUSAL = re.compile(r"context length|context window|maximum context|max_model_len", re.IGNORECASE)
+_PROMPT_LENGTH = re.compile(r"prompt \(total length (\d+)\)|(\d+) (?:tokens )?in the messages", re.IGNORECASE)
+_CONTEXT_LENGTH = re.compile(r"(?:maximum )?context length (?:is |of )?(\d+)", re.IGNORECASE)
+
+
+def context_error(message: str) -> str | None:
+    """A server's refusal of an over-long prompt as ``prompt_too_long: ...`` (None: the refusal is about
+    something else). The server knows the context, the client does not: when its message gives the prompt's
+    tokens and the context (vLLM's does), the error says them as every backend does, else it keeps the message."""
+    if not _CONTEXT_REFUSAL.search(message):
+        return None
+    tokens, context = _PROMPT_LENGTH.search(message), _CONTEXT_LENGTH.search(message)
+    if tokens and context and int(tokens.group(1) or tokens.group(2)) >= int(context.group(1)):
+        return prompt_too_long(int(tokens.group(1) or tokens.group(2)), int(context.group(1)))
+    return f"prompt_too_long: {message}"
 
 
 def _server_message(exc: Any) -> str:

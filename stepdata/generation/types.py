@@ -34,6 +34,28 @@ STOP_EOS = "eos"
 STOP_LENGTH = "length"
 """``Completion.stop_reason`` when the sample was cut at ``max_tokens``."""
 
+PROMPT_TOO_LONG = "prompt_too_long"
+"""The kind of a request's error when its prompt does not fit the model's context (see :func:`prompt_too_long`)."""
+
+
+def prompt_too_long(tokens: int, context: int) -> str:
+    """The error of a request whose prompt leaves no room to generate: ``prompt_too_long: N tokens > context M``.
+
+    Every backend that knows its model's context (vLLM's ``max_model_len``, a transformers
+    config's ``max_position_embeddings``) refuses such a prompt with this error instead of
+    truncating it or failing the batch; a server that refuses one gets its message in this
+    kind. A stage records it as the row's error under its own kind.
+    """
+    if tokens > context:
+        return f"{PROMPT_TOO_LONG}: {tokens} tokens > context {context}"
+    return f"{PROMPT_TOO_LONG}: {tokens} tokens = context {context} (no room to generate)"
+
+
+def row_error(error: str, kind: str = "generation") -> str:
+    """A failed request's error as a table row records it: ``"KIND: error"``, except an error that names its own
+    kind (``prompt_too_long: ...``), so a run summary counts over-long prompts apart from failed requests."""
+    return error if error.startswith(f"{PROMPT_TOO_LONG}:") else f"{kind}: {error}"
+
 
 @dataclass(frozen=True)
 class SamplingConfig:

@@ -35,6 +35,7 @@ from stepdata.generation.types import (
     GenerationResult,
     SamplingConfig,
     derive_seed,
+    prompt_too_long,
 )
 
 log = logging.getLogger(__name__)
@@ -184,15 +185,18 @@ class VLLMGenerator(Generator):
 
         results: list[GenerationResult | None] = [None] * len(requests)
         prompts, params, slots = [], [], []
-        max_len = self.llm.llm_engine.model_config.max_model_len
+        max_len = self.llm.llm_engine.model_config.max_model_len  # the context vLLM runs the model with
         for index, request in enumerate(requests):
             try:
                 text = self.render(request)
                 ids = encode_prompt(self.tokenizer, request, text)
-                if len(ids) >= max_len:
-                    raise ValueError(f"prompt has {len(ids)} tokens; the model's limit is {max_len}")
             except Exception as exc:  # noqa: BLE001 - a bad request is a per-row error
                 results[index] = GenerationResult(request.request_id, None, None, error=f"{type(exc).__name__}: {exc}")
+                progress.update(1)
+                continue
+            if len(ids) >= max_len:  # vLLM would fail the whole generate call for it
+                results[index] = GenerationResult(request.request_id, text, len(ids),
+                                                  error=prompt_too_long(len(ids), max_len))
                 progress.update(1)
                 continue
             results[index] = GenerationResult(request.request_id, text, len(ids))

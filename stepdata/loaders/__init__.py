@@ -26,7 +26,12 @@ from typing import Any
 import pandas as pd
 
 from stepdata.loaders.formats import FORMATS, detect_format
-from stepdata.loaders.readers import BadRowError, Location, iter_records
+from stepdata.loaders.readers import (
+    BadRowError,
+    Location,
+    iter_records,
+    undecodable_field,
+)
 from stepdata.schema import PROBLEMS
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,19 @@ def _finish_ids(rows: list[dict[str, Any]]) -> None:
         row["problem_id"] = base
 
 
+def _refuse_other_tables(path: Path) -> None:
+    """A stepdata table of another kind (pairs, rollouts, an export) is not a problem set, though it has
+    question and answer columns: taken for one, a stage would run on nothing or on the wrong rows."""
+    if path.suffix.lower() != ".parquet" or not path.is_file():
+        return
+    from stepdata.io import read_metadata
+
+    kind = read_metadata(path).get("kind")
+    if kind not in (None, "problems"):
+        raise ValueError(f"{path} is a {kind} table, not a problems table; give the problems table, data set "
+                         "file or data set name the problems come from")
+
+
 def load_problems(
     path_or_name: str | os.PathLike,
     *,
@@ -114,6 +132,7 @@ def load_problems(
     else:
         path = Path(name)
         source = source or path.stem
+        _refuse_other_tables(path)
     if format is not None and format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {sorted(FORMATS)}")
 
@@ -128,6 +147,9 @@ def load_problems(
                 raise record
             if not isinstance(record, Mapping):
                 raise BadRowError(location, None, f"expected an object, found {type(record).__name__}")
+            bad_text = undecodable_field(record)
+            if bad_text is not None:
+                raise BadRowError(location, *bad_text)
             if converter is None:
                 detected = detect_format(record)
                 converter = FORMATS[detected]

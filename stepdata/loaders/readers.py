@@ -2,6 +2,12 @@
 
 A record's location (file and line, or item/row number) travels with it so a
 bad record can be reported precisely, whichever format it came from.
+
+Text files are read as UTF-8 with an optional byte-order mark (Excel writes one at
+the start of a CSV). Bytes that are not UTF-8 do not stop the whole file with a
+decoder error that names no row: they are kept as escapes (``surrogateescape``) and
+:func:`undecodable_field` finds them, with JSON's ``\\ud800``-style lone surrogates,
+in the record they belong to, so the loader names its line and column (or skips it).
 """
 
 from __future__ import annotations
@@ -53,9 +59,56 @@ class BadRowError(ValueError):
 
 Record = tuple[Location, Any]
 
+# UTF-8 with or without a byte-order mark; undecodable bytes kept as lone surrogates U+DC80-U+DCFF.
+TEXT = {"encoding": "utf-8-sig", "errors": "surrogateescape"}
+
+
+def _surrogate(text: str) -> tuple[int, str] | None:
+    """The first lone surrogate in ``text`` (an undecodable byte or a JSON escape), as (position, description)."""
+    for position, char in enumerate(text):
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            if 0xDC80 <= code <= 0xDCFF:
+                return position, f"not valid UTF-8 text (undecodable byte 0x{code - 0xDC00:02X} at character {position})"
+            return position, f"not valid Unicode text (a lone surrogate U+{code:04X} at character {position})"
+    return None
+
+
+def _first_bad_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        found = _surrogate(value)
+        return None if found is None else found[1]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            why = _first_bad_text(key) or _first_bad_text(item)
+            if why:
+                return why
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            why = _first_bad_text(item)
+            if why:
+                return why
+    return None
+
+
+def undecodable_field(record: Any) -> tuple[str | None, str] | None:
+    """(field, why) for the first field of ``record`` whose text cannot be stored (bytes that are not UTF-8,
+    a lone surrogate); None when all of it can. A field name that is itself undecodable is reported as such."""
+    if not isinstance(record, dict):
+        why = _first_bad_text(record)
+        return None if why is None else (None, why)
+    for key, value in record.items():
+        key_problem = _first_bad_text(key)
+        if key_problem:
+            return None, f"a column name is {key_problem}"
+        why = _first_bad_text(value)
+        if why:
+            return str(key), why
+    return None
+
 
 def _jsonl(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open(**TEXT) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -68,7 +121,7 @@ def _jsonl(path: Path) -> Iterator[Record]:
 
 def _json(path: Path) -> Iterator[Record]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(**TEXT))
     except json.JSONDecodeError as exc:
         raise BadRowError(Location(str(path), line=exc.lineno), None, f"invalid JSON ({exc.msg})") from None
     if isinstance(data, dict):
@@ -83,7 +136,7 @@ def _json(path: Path) -> Iterator[Record]:
 
 
 def _csv(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(newline="", **TEXT) as handle:
         reader = csv.DictReader(handle)
         for row in reader:
             yield Location(str(path), line=reader.line_num), row
@@ -110,7 +163,7 @@ def iter_records(path: str | Path) -> Iterator[Record]:
         raise ValueError(f"{path}: unknown file type {path.suffix!r}; expected one of {sorted(READERS)}")
     if path.suffix.lower() == ".json":
         # A .json file may hold JSON lines; tell by its first character.
-        with path.open(encoding="utf-8") as handle:
+        with path.open(**TEXT) as handle:
             head = handle.read(4096).lstrip()
         if head.startswith("{") and "\n{" in head:
             reader = _jsonl

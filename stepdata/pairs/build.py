@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stepdata.schema import PAIR_KINDS
@@ -52,7 +52,7 @@ def make_pair(
     chosen_finished: bool = True,
     rejected_finished: bool = True,
 ) -> dict[str, Any]:
-    """A pairs-table row.
+    """A pairs-table row; its ``pair_id`` is a hash of all that makes it this pair, so equal ids are equal pairs.
 
     ``chosen_rest``/``rejected_rest`` are what follows chosen/rejected in their
     complete solutions (for Step-DPO, the steps after step k); empty means the side
@@ -63,11 +63,8 @@ def make_pair(
     if kind not in PAIR_KINDS:
         raise ValueError(f"unknown pair kind {kind!r}; expected one of {PAIR_KINDS}")
     head = partial_answer(prompt_messages) + join_steps(prefix_steps)
-    digest = hashlib.sha256(
-        json.dumps([problem_id, kind, prompt_messages, list(prefix_steps), chosen, rejected], ensure_ascii=False).encode()
-    ).hexdigest()[:16]
-    return {
-        "pair_id": f"{problem_id}:{kind}:{digest}",
+    row = {
+        "pair_id": None,
         "problem_id": problem_id,
         "source": source,
         "question": question,
@@ -89,6 +86,29 @@ def make_pair(
             "localizer": localizer,
         },
     }
+    row["pair_id"] = pair_id(row)
+    return row
+
+
+# What makes a pair this pair: the step-level sides and the full solutions they sit in (two rollouts that
+# share a wrong step but go on differently give two pairs), the prompt and prefix, and where EOS goes.
+PAIR_IDENTITY = ("problem_id", "kind", "prompt_messages", "prefix_steps", "chosen", "rejected", "chosen_full",
+                 "rejected_full", "chosen_ends_solution", "rejected_ends_solution")
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar (a flag read back from a table) as the Python value JSON writes."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def pair_id(pair: Mapping[str, Any]) -> str:
+    """``PROBLEM:KIND:HASH``, the hash over :data:`PAIR_IDENTITY`: two pairs share an id only when they are the
+    same pair, so an id is unique in a pairs table (a table where one repeats is not written)."""
+    prefix = pair.get("prefix_steps")
+    identity = [([] if prefix is None else list(prefix)) if name == "prefix_steps" else pair.get(name)
+                for name in PAIR_IDENTITY]
+    digest = hashlib.sha256(json.dumps(identity, ensure_ascii=False, default=_plain).encode()).hexdigest()[:16]
+    return f"{pair['problem_id']}:{pair['kind']}:{digest}"
 
 
 def pair_prompt_text(tokenizer: Any, prompt_messages: str | None, prefix_steps: Sequence[str]) -> str:

@@ -36,15 +36,14 @@ def _source_record(path: str | os.PathLike, df: pd.DataFrame) -> dict[str, Any]:
             "kinds": {str(k): int(v) for k, v in df["kind"].value_counts().items()}, "config": config}
 
 
-def combine_pairs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, *,
-                  repeats_within_a_table: bool = False) -> pd.DataFrame:
+def combine_pairs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> pd.DataFrame:
     """Concatenate pairs tables (or pairs exports) and, with ``out``, write them as one pairs table.
 
     Raises CombineError when an id repeats (within a file or across files), naming
     the first few with the files and rows they are in; a file that is not pairs rows
-    fails with :func:`stepdata.pairs.export.read_pairs`'s error naming it.
-    ``repeats_within_a_table`` lets an id repeat inside one stage's table (the same
-    pair found from two rollouts; export's dedup removes it) but never across tables.
+    fails with :func:`stepdata.pairs.export.read_pairs`'s error naming it. A pair id
+    covers the whole pair and is unique in every pairs table a stage writes, so a
+    repeat means the same pairs were given twice.
     """
     if not paths:
         raise CombineError("nothing to combine: give one or more pairs tables")
@@ -56,11 +55,7 @@ def combine_pairs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | N
     for path, df in zip(paths, frames):
         for row, pair_id in enumerate(df["pair_id"]):
             where.setdefault(str(pair_id), []).append(f"{path} row {row}")
-    def files(places: list[str]) -> int:
-        return len({place.rsplit(" row ", 1)[0] for place in places})
-
-    repeated = {pair_id: places for pair_id, places in where.items()
-                if len(places) > 1 and (not repeats_within_a_table or files(places) > 1)}
+    repeated = {pair_id: places for pair_id, places in where.items() if len(places) > 1}
     if repeated:
         shown = "; ".join(f"{pair_id!r} in {', '.join(places)}" for pair_id, places in
                           list(repeated.items())[:REPEATS_SHOWN])

@@ -92,8 +92,9 @@ def _check_extra(df: pd.DataFrame, extra_columns: Sequence[str], taken: Sequence
 
 
 def _pairs_arrow(df: pd.DataFrame) -> pa.Table:
-    """``df`` validated as a pairs table (columns that are not pairs columns are left out)."""
-    return to_arrow(df[[c for c in df.columns if c in PAIRS.names]], "pairs")
+    """``df`` validated as pairs rows (columns that are not pairs columns are left out), for a layout that is not
+    a pairs table (trl, step-dpo, the dropped rows), so a pair id may repeat there."""
+    return to_arrow(df[[c for c in df.columns if c in PAIRS.names]], "pairs", unique=False)
 
 
 def _with_extra(columns: dict[str, list[Any]], pairs: pa.Table, extra_columns: Sequence[str]) -> pa.Table:
@@ -331,7 +332,8 @@ def read_pairs(path: str | os.PathLike, *, ignore_unknown_columns: bool = False)
         try:
             meta = read_metadata(path)
         except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid (not Parquet) is a ValueError
-            raise ExportError(f"{path}: not a Parquet pairs table or a JSON lines pairs export ({exc})") from None
+            reason = str(exc).removeprefix(f"{path}: ")
+            raise ExportError(f"{path}: not a Parquet pairs table or a JSON lines pairs export ({reason})") from None
         layout = str(meta.get("kind", "")).removeprefix("export:")
         if layout in ("trl", "step-dpo"):
             raise _not_pairs_rows(path, layout)
@@ -343,7 +345,8 @@ def read_pairs(path: str | os.PathLike, *, ignore_unknown_columns: bool = False)
         df.attrs["ignored_columns"] = unknown
         return df
     records = []
-    with open(path, encoding="utf-8") as handle:
+    # a byte-order mark is skipped; bytes that are not UTF-8 reach the schema check, which names row and column
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

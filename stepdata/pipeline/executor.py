@@ -20,7 +20,7 @@ import pandas as pd
 
 from stepdata.pipeline.block import StageBlock
 from stepdata.pipeline.run import StageRun, parse_shard
-from stepdata.settings import setting
+from stepdata.settings import check_settings, setting
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,15 @@ class RunOptions:
     """Where a stage writes and how it batches, shards and resumes."""
 
     out: str = setting("", "Output table (.parquet).", cli="--out")
-    batch_size: int = setting(64, "Units per resumable batch.")
+    batch_size: int = setting(64, "Units per resumable batch.", minimum=1)
     shard: str | None = setting(None, "Process slice i of N (e.g. 0/4); join the shards with `stepdata merge`.")
     overwrite: bool = setting(False, "Discard finished batches and start over.")
     allow_config_change: bool = setting(False, "Keep batches made with another config.")
-    limit: int | None = setting(None, "Use only the first N rows of the input.")
+    limit: int | None = setting(None, "Use only the first N rows of the input.", minimum=1)
     progress: bool = setting(True, "Print a progress line after every batch.", hidden=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from stepdata.localize.judge import judge_evidence
 from stepdata.pipeline.block import StageBlock
 from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
 from stepdata.schema import LOCALIZE_STATUSES, LOCALIZED, status_of_error_step
-from stepdata.settings import setting
+from stepdata.settings import check_settings, setting
 
 METHOD_HELP = ("Any registered localizer. rules: exact checks of every step's arithmetic (no model); exact: rules "
                "plus each step's value against the gold steps (embedded problems); judge: an LLM judge with a "
@@ -49,18 +49,21 @@ class LocalizeConfig:
     """Stage 2 options. Each localizer takes the ones its factory names (:func:`options`)."""
 
     method: str = setting("rules", METHOD_HELP)
-    rollouts: int = setting(8, "Continuations per probed prefix (rollouts method).")
+    rollouts: int = setting(8, "Continuations per probed prefix (rollouts method).", minimum=1)
     search: str = setting("binary", "Prefix search of the rollouts method.", choices=("binary", "linear"))
     rules_tolerance: str = setting("written", "Rules methods. written: a claim holds when exact or true to the "
                                               "decimals it writes (16 / 3 = 5 is false); rounded: an integer may "
                                               "also be a rounding (16 / 3 = 5 holds).", choices=("written", "rounded"))
     protocol: str = setting("processbench", "The judge's prompt protocol.", choices=("processbench", "stepdpo"))
-    votes: int = setting(5, "Judge samples per solution (majority vote).")
-    judge_max_tokens: int = setting(1024, "Most tokens per judge reply.")
-    judge_temperature: float = setting(0.7, "The judge's sampling temperature.")
-    judge_top_p: float = setting(0.95, "The judge's nucleus sampling mass.")
-    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP)
+    votes: int = setting(5, "Judge samples per solution (majority vote).", minimum=1)
+    judge_max_tokens: int = setting(1024, "Most tokens per judge reply.", minimum=1)
+    judge_temperature: float = setting(0.7, "The judge's sampling temperature.", minimum=0)
+    judge_top_p: float = setting(0.95, "The judge's nucleus sampling mass.", minimum=0, maximum=1, min_open=True)
+    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, "Rollouts method: " + LAST_NUMBER_HELP)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     def answer_policy(self) -> AnswerPolicy:
         return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)

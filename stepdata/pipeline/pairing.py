@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from stepdata.io import read_table, write_table, write_text_atomic
+from stepdata.pairs.build import pair_id
 from stepdata.pairs.stats import chosen_verified_counts, pairs_by_kind
 from stepdata.pipeline.block import StageBlock
 from stepdata.pipeline.run import StageRun
@@ -41,24 +42,35 @@ def attempts_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def flatten_pairs(attempts: pd.DataFrame, max_per_problem: int | None = None) -> tuple[pd.DataFrame, int]:
-    """The pairs of every attempt, in unit order, at most ``max_per_problem`` per problem and kind;
+    """The pairs of every attempt, in unit order, each once, at most ``max_per_problem`` per problem and kind;
     (pairs, capped).
 
-    The cap is per kind: SCDPO kept 2 step-controlled negatives per GSM8K-like problem and added
-    whole-solution DPO pairs on top, so a DPO pair never takes an SCDPO pair's place.
+    A pair id covers the whole pair (:func:`stepdata.pairs.pair_id`, recomputed here, so attempts written
+    by an older version get today's ids), and a pair found again from another unit (two rollouts with the
+    same text) is the same pair: it is kept once and counted in ``pairs.attrs["duplicate_pairs"]``, since a
+    pair id is unique in a pairs table. The cap is per kind: SCDPO kept 2 step-controlled negatives per
+    GSM8K-like problem and added whole-solution DPO pairs on top, so a DPO pair never takes an SCDPO pair's place.
     """
     rows: list[dict[str, Any]] = []
     per_problem: Counter[tuple[str, str]] = Counter()
-    capped = 0
+    seen: set[str] = set()
+    capped = duplicates = 0
     for attempt in attempts.itertuples(index=False):
         for pair in json.loads(attempt.pairs or "[]"):
+            pair["pair_id"] = pair_id(pair)
+            if pair["pair_id"] in seen:
+                duplicates += 1
+                continue
+            seen.add(pair["pair_id"])
             key = (pair["problem_id"], pair["kind"])
             if max_per_problem is not None and per_problem[key] >= max_per_problem:
                 capped += 1
                 continue
             per_problem[key] += 1
             rows.append(pair)
-    return pd.DataFrame(rows, columns=PAIRS.names), capped
+    pairs = pd.DataFrame(rows, columns=PAIRS.names)
+    pairs.attrs["duplicate_pairs"] = duplicates
+    return pairs, capped
 
 
 def attempts_stats(attempts: pd.DataFrame) -> dict[str, Any]:
@@ -167,6 +179,7 @@ def finish_pairs(run: StageRun, attempts: pd.DataFrame,
     pairs_path = pairs_path_for(run.final)
     write_table(pairs, pairs_path, "pairs", config=run.config | {"stage": run.stage})
     stats = dict(run.summary.stage_stats) | {"pairs": len(pairs), "capped_per_problem": capped,
+                                            "duplicate_pairs": pairs.attrs["duplicate_pairs"],
                                             "pairs_by_kind": pairs_by_kind(pairs),
                                             "chosen_verified": chosen_verified_counts(pairs),
                                             "pairs_output": str(pairs_path)}

@@ -35,8 +35,8 @@ from stepdata.pairs import make_pair, prompt_messages_of
 from stepdata.pipeline.continuer import Prefix
 from stepdata.pipeline.lineage import prompt_mismatch
 from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
-from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
-from stepdata.settings import setting
+from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP, check_greedy
+from stepdata.settings import check_settings, setting
 from stepdata.steps import join_steps, normalized_step, split_steps
 
 VerifyMode = Literal["mark", "drop", "none"]
@@ -49,20 +49,26 @@ class RectifyConfig:
     template: str | None = setting(None, "The template the rollouts were sampled with (default: the one their "
                                          "table records; a template that no longer renders their prompt is a "
                                          "per-row prompt_mismatch).")
-    n: int = setting(8, "Continuations per wrong rollout (Step-DPO used 20).")
-    temperature: float = setting(0.8, "Sampling temperature.")
-    top_p: float = setting(0.95, "Nucleus sampling mass.")
-    max_tokens: int = setting(512, "Most tokens per continuation; one cut there is unfinished.")
+    n: int = setting(8, "Continuations per wrong rollout (Step-DPO used 20).", minimum=1)
+    temperature: float = setting(0.8, "Sampling temperature.", minimum=0)
+    top_p: float = setting(0.95, "Nucleus sampling mass.", minimum=0, maximum=1, min_open=True)
+    max_tokens: int = setting(512, "Most tokens per continuation; one cut there is unfinished.", minimum=1)
     seed: int = setting(0, "Base seed.")
-    max_pairs_per_rollout: int | None = setting(None, "Keep at most this many distinct chosen steps per rollout.")
-    max_pairs_per_problem: int | None = setting(None, "Keep at most this many pairs per problem (and pair kind).")
+    max_pairs_per_rollout: int | None = setting(None, "Keep at most this many distinct chosen steps per rollout.",
+                                                minimum=1)
+    max_pairs_per_problem: int | None = setting(None, "Keep at most this many pairs per problem (and pair kind).",
+                                                minimum=1)
     max_rollouts_per_problem: int | None = setting(None, "Rectify at most this many localized rollouts per problem "
-                                                         "(the rest are counted in the summary's left_out).")
+                                                         "(the rest are counted in the summary's left_out).", minimum=1)
     verify: VerifyMode = setting("mark", "Check each chosen step (exact checker on embedded problems, arithmetic "
                                          "rules elsewhere): mark records the verdict in chosen_verified; drop also "
                                          "drops (and counts) rejected ones.", choices=("mark", "drop", "none"))
-    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP)
+    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        check_greedy(self.n, self.temperature)
 
     def answer_policy(self) -> AnswerPolicy:
         return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)

@@ -18,11 +18,12 @@ import pandas as pd
 
 from stepdata.answers import AnswerPolicy, is_unfinished
 from stepdata.generation import GenerationRequest, SamplingConfig
+from stepdata.generation.types import row_error
 from stepdata.pipeline.block import StageBlock
 from stepdata.pipeline.lineage import prompt_text
 from stepdata.prompts import load_prompt
 from stepdata.schema import ROLLOUTS
-from stepdata.settings import setting
+from stepdata.settings import SettingError, check_settings, setting
 from stepdata.steps import split_steps
 
 LAST_NUMBER_HELP = ("Also read a solution's last number as its answer when it states none explicitly "
@@ -35,15 +36,19 @@ class SampleConfig:
     """Stage 1 options; defaults follow Step-DPO's recipe (T=0.8, top_p=0.95)."""
 
     template: str = setting("step_by_step", "Prompt template (prompts/NAME.txt or a file).")
-    n: int = setting(4, "Samples per problem.")
-    temperature: float = setting(0.8, "Sampling temperature.")
-    top_p: float = setting(0.95, "Nucleus sampling mass.")
-    max_tokens: int = setting(512, "Most tokens per sample; a sample cut there is unfinished.")
+    n: int = setting(4, "Samples per problem.", minimum=1)
+    temperature: float = setting(0.8, "Sampling temperature.", minimum=0)
+    top_p: float = setting(0.95, "Nucleus sampling mass.", minimum=0, maximum=1, min_open=True)
+    max_tokens: int = setting(512, "Most tokens per sample; a sample cut there is unfinished.", minimum=1)
     seed: int = setting(0, "Base seed (each request's seed derives from it and the problem id).")
     split_mode: str = setting("auto", "How a solution is split into steps.",
                               choices=("auto", "markers", "paragraphs", "lines"))
-    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP)
+    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        check_greedy(self.n, self.temperature)
 
     def answer_policy(self) -> AnswerPolicy:
         return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
@@ -51,6 +56,12 @@ class SampleConfig:
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
                               max_tokens=self.max_tokens, seed=self.seed)
+
+
+def check_greedy(n: int, temperature: float) -> None:
+    """Greedy decoding (temperature 0) gives n identical samples: refused for n > 1, naming ``n``."""
+    if temperature == 0 and n > 1:
+        raise SettingError("n", f"n must be 1 with temperature 0 (greedy decoding gives {n} identical samples)")
 
 
 class SampleStage(StageBlock):
@@ -90,7 +101,7 @@ class SampleStage(StageBlock):
                 for i in range(self.sampling.n):
                     rows.append(base | {"rollout_id": f"{problem.problem_id}:{i}", "completion": None, "steps": None,
                                         "pred_answer": None, "correct": None, "finish_reason": None,
-                                        "completion_tokens": None, "error": f"generation: {result.error}"})
+                                        "completion_tokens": None, "error": row_error(result.error)})
                 continue
             for i, completion in enumerate(result.completions):
                 rows.append(base | {

@@ -43,7 +43,7 @@ from stepdata.pipeline.lineage import prompt_mismatch
 from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
 from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
 from stepdata.prompts import load_prompt
-from stepdata.settings import setting
+from stepdata.settings import check_settings, setting
 from stepdata.steps import (
     join_steps,
     normalized_step,
@@ -62,26 +62,32 @@ class SynthesizeConfig:
 
     template: str | None = setting(None, "Prompt template (default: the one the rollouts table records, else "
                                          "step_by_step).")
-    temperature_start: float = setting(1.1, "Temperature of the first generated step (SCDPO: 1.1).")
-    temperature_step: float = setting(0.1, "Added per generated step (SCDPO: 0.1).")
-    temperature_max: float = setting(1.4, "Highest temperature (SCDPO: 1.4).")
-    top_p: float = setting(1.0, "Nucleus sampling mass.")
-    rounds: int = setting(3, "Continuations tried per cut point.")
-    cuts: int | None = setting(None, "Cut points sampled per solution (default: every step but the last).")
+    temperature_start: float = setting(1.1, "Temperature of the first generated step (SCDPO: 1.1).", minimum=0)
+    temperature_step: float = setting(0.1, "Added per generated step (SCDPO: 0.1).", minimum=0)
+    temperature_max: float = setting(1.4, "Highest temperature (SCDPO: 1.4).", minimum=0)
+    top_p: float = setting(1.0, "Nucleus sampling mass.", minimum=0, maximum=1, min_open=True)
+    rounds: int = setting(3, "Continuations tried per cut point.", minimum=1)
+    cuts: int | None = setting(None, "Cut points sampled per solution (default: every step but the last).",
+                               minimum=1)
     include_last_step: bool = setting(False, "Also cut before the last step.")
-    max_step_tokens: int = setting(160, "Longest generated step.")
-    extra_steps: int = setting(3, "A continuation may run this many steps past the original before it is dropped.")
+    max_step_tokens: int = setting(160, "Longest generated step.", minimum=1)
+    extra_steps: int = setting(3, "A continuation may run this many steps past the original before it is dropped.",
+                               minimum=0)
     seed: int = setting(0, "Base seed.")
-    max_pairs_per_solution: int | None = setting(None, "Keep at most this many pairs per solution.")
+    max_pairs_per_solution: int | None = setting(None, "Keep at most this many pairs per solution.", minimum=1)
     max_pairs_per_problem: int | None = setting(2, "Per problem and pair kind (DPO pairs have their own cap): SCDPO "
-                                                   "kept 2 for GSM8K-like data, 3 for MATH-like data.")
+                                                   "kept 2 for GSM8K-like data, 3 for MATH-like data.", minimum=1)
     max_solutions_per_problem: int | None = setting(None, "Use at most this many correct solutions per problem "
-                                                          "(the rest are counted in the summary's left_out).")
+                                                          "(the rest are counted in the summary's left_out).",
+                                                    minimum=1)
     dpo_pairs: bool = setting(False, "Also add whole-solution DPO pairs (correct vs wrong rollout).")
-    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP)
+    answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     schedule: tuple[float, ...] = setting((), "Per-step temperatures, e.g. '1.1,1.2,1.3,1.4' (overrides "
-                                              "--temperature-start/-step/-max).")
+                                              "--temperature-start/-step/-max).", minimum=0)
     last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     def answer_policy(self) -> AnswerPolicy:
         return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
