@@ -119,6 +119,10 @@ def test_localize_on_an_input_that_grew_at_the_front_redoes_only_the_new_units(r
         sample(pd.concat([front, old], ignore_index=True), "--overwrite")  # 6 rows more, at the front
     grown = read_table(rollouts)
 
+    refused = invoke(runner, localize)  # the problems table it reads (the lineage's) grew too: a named change
+    assert refused.exit_code != 0, refused.output
+    assert "problems_table.rows: 8 -> 11" in refused.output and "--redo-changed-units" in refused.output
+    localize.append("--allow-config-change")
     refused = invoke(runner, localize)
     assert refused.exit_code != 0, refused.output
     assert "6 new" in refused.output and "--redo-changed-units" in refused.output
