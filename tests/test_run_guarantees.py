@@ -154,6 +154,16 @@ def test_a_changed_problems_table_is_a_named_config_change(runner, tmp_path):
             refused = invoke(runner, command)
             assert refused.exit_code != 0, refused.output
             assert "problems_table.fingerprint:" in refused.output and "another config" in refused.output
+        # told to keep the old batches and redo what changed: only the units of the edited problem are redone
+        served = len(server.served)
+        redone = invoke(runner, [*rectify, "--allow-config-change", "--redo-changed-units"])
+        assert redone.exit_code == 0, redone.output
+    attempts = read_table(tmp_path / "pairs.attempts.parquet")
+    edited_units = int((attempts.problem_id == PROBLEMS.problem_id[0]).sum())
+    assert 0 < edited_units < len(attempts)
+    summary = json.loads((tmp_path / "pairs.attempts.parquet.summary.json").read_text())
+    assert summary["units_reused"] == len(attempts) - edited_units
+    assert 0 < len(server.served) - served <= edited_units  # requests for the edited problem's units only
 
 
 # --- 4. one writer per output ------------------------------------------------------------------------------

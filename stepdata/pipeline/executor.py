@@ -101,13 +101,13 @@ class LocalExecutor:
         OutputLocked before any engine loads, DiskFull when a write runs out of space."""
         run, units, left_out = self.plan(block, table)
         block.left_out = left_out
-        with run.locked():
-            try:
+        try:
+            with run.locked():
                 return self._run(run, block, units, left_out)
-            except OSError as exc:
-                if not is_disk_full(exc):
-                    raise
-                raise disk_full(exc, f"Every batch is finished and kept in {run.parts}") from None
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise disk_full(exc, f"The finished batches are kept in {run.parts}") from None
 
     def _run(self, run: StageRun, block: StageBlock, units: pd.DataFrame, left_out: dict[str, int]) -> StageResult:
         state = run.check(units)

@@ -709,14 +709,14 @@ class StageRun:
         """
         self._batches_done = 0
         plan = self._plan(units)
-        with self.locked():
-            try:
+        try:
+            with self.locked():
                 return self._run(plan, process, stage_stats, tokens_done)
-            except OSError as exc:
-                if not is_disk_full(exc):
-                    raise
-                raise disk_full(exc, f"The finished batches ({self._batches_done} of {plan.count}) are kept in "
-                                     f"{self.parts}") from None
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise disk_full(exc, f"The finished batches ({self._batches_done} of {plan.count}) are kept in "
+                                 f"{self.parts}") from None
 
     def _run(self, plan: _Plan, process: ProcessBatch, stage_stats: Callable[[pd.DataFrame], dict] | None,
              tokens_done: Callable[[], int] | None) -> pd.DataFrame:
