@@ -9,6 +9,7 @@ says what made it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -47,6 +48,24 @@ class UnreadableTable(SchemaError, OSError):
     """
 
 
+class NoSpaceLeft(OSError):
+    """A write failed because the file system is full (or the quota is used up); names the file."""
+
+    def __init__(self, path: str | os.PathLike, cause: OSError) -> None:
+        code = cause.errno if cause.errno in (errno.ENOSPC, errno.EDQUOT) else errno.ENOSPC
+        super().__init__(code, os.strerror(code), str(path))
+
+    def __str__(self) -> str:
+        return f"{self.strerror.lower()} while writing {self.filename}"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full: errno ENOSPC/EDQUOT, or pyarrow's message for it."""
+    if not isinstance(exc, OSError):
+        return False
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write to; on success it is renamed onto ``path``.
@@ -57,6 +76,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temporary file is removed, ``path`` is left as it was, and the error propagates.
     The folder of ``path`` is created if needed. The temporary name is hidden
     (``.NAME.PID.RANDOM.tmp``) and unique, so concurrent writers never share one.
+    A full disk raises :class:`NoSpaceLeft` naming ``path`` (the old content stays).
 
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)
@@ -67,8 +87,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc) and not isinstance(exc, NoSpaceLeft):
+            raise NoSpaceLeft(path, exc) from exc
         raise
 
 

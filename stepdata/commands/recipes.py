@@ -16,12 +16,13 @@ from stepdata.quickstart import QuickstartConfig
               help="Change a var of the recipe, e.g. --set samples=8 (repeatable).")
 def run_cmd(recipe: str, overrides: tuple[str, ...]) -> None:
     """Run the pipeline described in RECIPE (a YAML file, or a shipped recipe's name); resumable."""
+    from stepdata.pipeline.run import RUN_ERRORS
     from stepdata.recipe import RecipeError, load_recipe, parse_overrides, run_recipe
 
     try:
         loaded = load_recipe(recipe, parse_overrides(overrides))
         summary = run_recipe(loaded)
-    except (RecipeError, ValueError, FileNotFoundError) as exc:
+    except (RecipeError, ValueError, FileNotFoundError, *RUN_ERRORS) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"ran {len(loaded.steps)} steps in {summary['total_seconds']:.0f}s; results in "
                f"{loaded.out / loaded.summary}")
@@ -68,7 +69,12 @@ def quickstart_cmd(out: str, **options) -> None:
     config = build_config(QuickstartConfig, options)
     if config.model is not None and not Path(config.model).is_dir():
         raise click.BadParameter(f"{config.model} is not a model folder", param_hint="--model")
-    summary = run_quickstart(out, config)
+    from stepdata.pipeline.run import RUN_ERRORS
+
+    try:
+        summary = run_quickstart(out, config)
+    except RUN_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
     export = summary["export"]
     confirmed = export["chosen_confirmed"]
     share = "n/a" if confirmed["share"] is None else f"{confirmed['share']:.0%}"

@@ -26,11 +26,11 @@ from stepdata.pipeline.lineage import (
 )
 from stepdata.pipeline.localize import LocalizeConfig, describe_judge
 from stepdata.pipeline.rectify import RectifyConfig, RectifyStage
-from stepdata.pipeline.run import ConfigChanged
+from stepdata.pipeline.run import RUN_ERRORS
 from stepdata.pipeline.sample import SampleConfig, SampleStage
 from stepdata.pipeline.synthesize import SynthesizeConfig, SynthesizeStage
 
-USER_ERRORS = (ConfigChanged, SchemaError, BadRowError, FileNotFoundError, KeyValueError, ValueError)
+USER_ERRORS = (*RUN_ERRORS, SchemaError, BadRowError, FileNotFoundError, KeyValueError, ValueError)
 
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR",
                                help="Folder holding the named data sets ($STEPDATA_DATA_DIR).")

@@ -10,6 +10,8 @@ from stepdata.pipeline.block import EngineHandle, StageBlock
 from stepdata.pipeline.executor import LocalExecutor, RunOptions, StageResult
 from stepdata.pipeline.run import (
     ConfigChanged,
+    DiskFull,
+    InputChanged,
     RunSummary,
     StageRun,
     merge_outputs,
@@ -17,5 +19,5 @@ from stepdata.pipeline.run import (
 )
 from stepdata.pipeline.sample import SampleConfig, SampleStage
 
-__all__ = ["ConfigChanged", "EngineHandle", "LocalExecutor", "RunOptions", "RunSummary", "SampleConfig", "SampleStage",
+__all__ = ["ConfigChanged", "DiskFull", "EngineHandle", "InputChanged", "LocalExecutor", "RunOptions", "RunSummary", "SampleConfig", "SampleStage",
            "StageBlock", "StageResult", "StageRun", "merge_outputs", "parse_shard"]

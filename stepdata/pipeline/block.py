@@ -144,7 +144,44 @@ class StageBlock:
             settings |= {"model": self.model, "engine": self.engine_description()}
         if self.lineage:
             settings["lineage"] = dict(self.lineage)
-        return settings | self.recorded
+        return settings | self.problems_setting() | self.recorded
+
+    def problems_setting(self) -> dict[str, Any]:
+        """``{"problems_table": {rows, fingerprint}}`` when the stage reads a problems table ({} otherwise).
+
+        The problems (questions, gold answers, references) are part of what the output depends
+        on, so a changed problems table is a changed setting a resume names, like any option.
+        """
+        hashes = self._problem_hashes()
+        if hashes is None:
+            return {}
+        from stepdata.pipeline.run import _digest
+
+        return {"problems_table": {"rows": len(hashes), "fingerprint": _digest("\n".join(hashes.values()))}}
+
+    def _problem_hashes(self) -> dict[str, str] | None:
+        """problem_id -> hash of its row in the problems table the stage reads (None: it reads none)."""
+        problems = getattr(self, "problems", None)
+        if problems is None:
+            return None
+        if getattr(self, "_problem_row_hashes", None) is None:
+            from stepdata.pipeline.run import row_hashes
+
+            table = problems.reset_index() if problems.index.name == "problem_id" else problems
+            self._problem_row_hashes = dict(zip(table["problem_id"].astype(str), row_hashes(table)))
+        return self._problem_row_hashes
+
+    def unit_dependencies(self, units: pd.DataFrame) -> list[str] | None:
+        """Per unit, a hash of what its rows depend on besides the unit itself: its problem's row.
+
+        The run folds it into the unit's content hash, so with ``--allow-config-change
+        --redo-changed-units`` after an edited problems table, only the units of the problems
+        that changed are redone.
+        """
+        hashes = self._problem_hashes()
+        if hashes is None or "problem_id" not in units.columns:
+            return None
+        return [hashes.get(str(p), "") for p in units["problem_id"]]
 
     def inherit(self, lineage: Mapping[str, Any]) -> None:
         """Take the input table's lineage (problems, template, model); this block's own settings win."""

@@ -1,11 +1,13 @@
 """The local executor: runs a stage block over its input table, resumably, on this machine.
 
 It is :class:`~stepdata.pipeline.run.StageRun` (atomic parts, a manifest, retry of
-error rows, SIGKILL-safe) driven by a block: it asks the block for its units and
-settings, checks the output folder *before* the block's engine is built (a finished
-run returns at once, a changed config is refused naming the keys), then runs
-``process`` batch by batch and ``finalize`` once. Executors for clusters take the
-same block and the same :class:`RunOptions`.
+error rows, SIGKILL-safe) driven by a block: it takes the output shard's lock (a
+second writer is refused), asks the block for its units and settings, checks the
+output folder *before* the block's engine is built (a finished run returns at once,
+a changed config or input is refused naming what changed), then runs ``process``
+batch by batch and ``finalize`` once. A full disk is a :class:`~stepdata.pipeline.run.DiskFull`
+error saying where; the same command resumes. Executors for clusters take the same
+block and the same :class:`RunOptions`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 
 import pandas as pd
 
+from stepdata.io import is_disk_full
 from stepdata.pipeline.block import StageBlock
-from stepdata.pipeline.run import StageRun, parse_shard
+from stepdata.pipeline.run import InputChanged, StageRun, disk_full, parse_shard
 from stepdata.settings import check_settings, setting
 
 
@@ -32,6 +35,9 @@ class RunOptions:
     shard: str | None = setting(None, "Process slice i of N (e.g. 0/4); join the shards with `stepdata merge`.")
     overwrite: bool = setting(False, "Discard finished batches and start over.")
     allow_config_change: bool = setting(False, "Keep batches made with another config.")
+    redo_changed_units: bool = setting(
+        False, "When the input changed since the finished batches were made, keep the rows of the units that did "
+               "not change and redo only the changed and new ones (without it a changed input is refused).")
     limit: int | None = setting(None, "Use only the first N rows of the input.", minimum=1)
     progress: bool = setting(True, "Print a progress line after every batch.", hidden=True)
 
@@ -87,15 +93,30 @@ class LocalExecutor:
         settings = block.settings() | ({"limit": options.limit} if options.limit is not None else {})
         run = StageRun(block.name, block.output_path(options.out), block.kind, settings, key_column=block.key_column,
                        batch_size=options.batch_size, shard=parse_shard(options.shard), overwrite=options.overwrite,
-                       allow_config_change=options.allow_config_change, progress=options.progress)
+                       allow_config_change=options.allow_config_change,
+                       redo_changed_units=options.redo_changed_units, progress=options.progress)
+        run.companions = block.extra_outputs(run)
+        run.dependencies = block.unit_dependencies
         return run, units, left_out
 
     def run(self, block: StageBlock, table: pd.DataFrame) -> StageResult:
-        """Run ``block`` over ``table`` (or find it finished); raises ConfigChanged before any engine loads."""
+        """Run ``block`` over ``table`` (or find it finished); raises ConfigChanged, InputChanged or
+        OutputLocked before any engine loads, DiskFull when a write runs out of space."""
         run, units, left_out = self.plan(block, table)
         block.left_out = left_out
+        try:
+            with run.locked():
+                return self._run(run, block, units, left_out)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise disk_full(exc, f"The finished batches are kept in {run.parts}") from None
+
+    def _run(self, run: StageRun, block: StageBlock, units: pd.DataFrame, left_out: dict[str, int]) -> StageResult:
         state = run.check(units)
-        if state.finished and all(path.exists() for path in block.extra_outputs(run)):
+        if state.input_changed is not None and not self.options.redo_changed_units:
+            raise InputChanged(state.input_changed)
+        if state.finished and all(run.is_current(path) for path in block.extra_outputs(run)):
             self.echo(f"{block.name}: {run.final} is already finished with this config ({state.batches_total} "
                       f"batches, {state.summary.get('rows')} rows); nothing to do (--overwrite starts over)")
             result, stats = block.finished(run, state.summary)

@@ -164,7 +164,8 @@ class LocalizeStage(StageBlock):
         if self.has_engine and self.config.uses_model():
             settings |= {"model": self.model, "backend": (self.engine_description() or {}).get("backend"),
                          "engine": self.engine_description()}
-        return settings | ({"lineage": dict(self.lineage)} if self.lineage else {}) | self.recorded
+        return (settings | ({"lineage": dict(self.lineage)} if self.lineage else {}) | self.problems_setting()
+                | self.recorded)
 
     @classmethod
     def build(cls, engine: Any, problems: pd.DataFrame | None, config: LocalizeConfig) -> LocalizeStage:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from stepdata.io import read_table, write_table, write_text_atomic
+from stepdata.io import read_table, write_text_atomic
 from stepdata.pairs.build import pair_id
 from stepdata.pairs.stats import chosen_verified_counts, pairs_by_kind
 from stepdata.pipeline.block import StageBlock
@@ -177,7 +177,7 @@ def finish_pairs(run: StageRun, attempts: pd.DataFrame,
     (also merged into both summary files)."""
     pairs, capped = flatten_pairs(attempts, max_per_problem)
     pairs_path = pairs_path_for(run.final)
-    write_table(pairs, pairs_path, "pairs", config=run.config | {"stage": run.stage})
+    run.write_output(pairs, pairs_path, "pairs", run.config | {"stage": run.stage})
     stats = dict(run.summary.stage_stats) | {"pairs": len(pairs), "capped_per_problem": capped,
                                             "duplicate_pairs": pairs.attrs["duplicate_pairs"],
                                             "pairs_by_kind": pairs_by_kind(pairs),

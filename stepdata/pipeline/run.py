@@ -5,23 +5,43 @@ table. Units are split into batches; each finished batch is written as its own
 Parquet part (atomically) and then recorded in a manifest, so a run killed at any
 moment and started again with the same command:
 
-- skips every recorded batch, redoes a batch that was written but not recorded
-  (same seeds, same rows: nothing is doubled because the part is replaced),
-- retries the rows of recorded batches that carry an ``error`` (a request that ran
+- skips every finished batch and redoes the others (same seeds, same rows: nothing
+  is doubled because a part is replaced whole),
+- retries the rows of finished batches that carry an ``error`` (a request that ran
   out of retries, an answer check that timed out) and replaces them in place,
 - refuses to continue if the stage's config changed (its hash is in the manifest)
   unless told to (``allow_config_change``) or told to start over (``overwrite``),
   naming the settings that changed; :meth:`StageRun.check` does this (and says
   whether the run is already finished) before any engine is loaded.
 
+What a part holds is known by content, never by position: every unit has a hash of
+its row (:func:`row_hashes`), the manifest records the input's fingerprint and each
+part the ids of its units, and each part's own Parquet metadata records its unit
+ids and hashes and the config hash. So
+
+- a changed input (re-sampled rollouts, rows added at the front) is refused, naming
+  how many units changed, are new or gone; ``redo_changed_units`` instead keeps the
+  rows of the unchanged units (they are set aside in ``carry-<shard>.parquet``) and
+  redoes only the others;
+- a part that does not read (truncated, garbled) is named and its batch redone; a
+  manifest that does not read is rebuilt from the parts that do; a part written but
+  not recorded (a kill between the two) is recognised and kept;
+- leftover ``.tmp`` files of a killed write are removed, and the finished table and
+  summary carry a fingerprint of the parts they were assembled from, so a table left
+  by an earlier run is never taken for this one's.
+
+One run writes a shard at a time: :meth:`StageRun.locked` holds ``lock-<shard>``
+(:mod:`stepdata.pipeline.lock`). A full disk stops the run with :class:`DiskFull`,
+saying where and that the same command resumes.
+
 ``shard=(i, N)`` keeps the units whose key hashes to i modulo N, so N machines
 (a SLURM array, a Ray job) can share a stage; :func:`merge_outputs` joins the
 shard outputs.
 
 Layout next to ``out`` (``rollouts.parquet``): ``rollouts.parquet.parts/`` holds
-``manifest-<shard>.json`` and the parts; ``out`` itself (or, with N > 1 shards,
-``rollouts.shard-00002-of-00008.parquet``) appears when the shard is complete,
-with ``<out>.summary.json`` beside it.
+``manifest-<shard>.json``, ``lock-<shard>`` and the parts; ``out`` itself (or, with
+N > 1 shards, ``rollouts.shard-00002-of-00008.parquet``) appears when the shard is
+complete, with ``<out>.summary.json`` beside it.
 """
 
 from __future__ import annotations
@@ -29,22 +49,33 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import re
+import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from stepdata.io import (
+    atomic_path,
+    is_disk_full,
     read_metadata,
     read_table,
+    to_arrow,
     write_table,
     write_text_atomic,
 )
+from stepdata.pipeline.lock import OutputLock, OutputLocked
 from stepdata.secrets import redact_secrets, scrub_object
 
 log = logging.getLogger(__name__)
@@ -52,9 +83,27 @@ log = logging.getLogger(__name__)
 ProcessBatch = Callable[[pd.DataFrame], pd.DataFrame]
 
 
-class ConfigChanged(RuntimeError):
+class RunError(RuntimeError):
+    """A run that cannot go on as asked; the message says why and what to do."""
+
+
+class ConfigChanged(RunError):
     """The output folder holds batches made with a different config."""
 
+
+class InputChanged(RunError):
+    """The output folder holds batches made from another input (changed, added or removed units)."""
+
+
+class DiskFull(RunError):
+    """A write ran out of space; what is finished is kept and the same command resumes."""
+
+
+RUN_ERRORS = (RunError, OutputLocked)  # what a command shows as a one-line error
+
+PART_KEY = b"stepdata_part"  # a part's own record: its units, their hashes, the config hash
+STAMP_KEY = b"stepdata_run"  # a finished table's record of the parts it was assembled from
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 
 _ABSENT = "(not set)"
 
@@ -89,9 +138,54 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+# -- content hashes ------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A cell as plain JSON-able data: arrays as lists, numpy scalars as Python ones, NaN/NA as None."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def row_hashes(table: pd.DataFrame) -> list[str]:
+    """A hash of each row's content (column names and values; NaN and None alike), stable across runs."""
+    columns = sorted(map(str, table.columns))
+    head = json.dumps(columns)
+    frame = table.set_axis(list(map(str, table.columns)), axis=1)[columns]
+    return [_digest(head + json.dumps([_plain(v) for v in values], sort_keys=True, default=str, ensure_ascii=False))
+            for values in frame.itertuples(index=False, name=None)]
+
+
+def table_fingerprint(table: pd.DataFrame) -> dict[str, Any]:
+    """What a run records of a table it depends on (a problems table): its rows and a hash of their content."""
+    return {"rows": len(table), "fingerprint": _digest("\n".join(row_hashes(table)))}
+
+
+def _units_fingerprint(ids: list[str], hashes: list[str]) -> str:
+    return _digest("\n".join(f"{i}\t{h}" for i, h in zip(ids, hashes)))
+
+
 @dataclass(frozen=True)
 class RunCheck:
-    """What :meth:`StageRun.check` found in the output folder before any work (or engine) started."""
+    """What :meth:`StageRun.check` found in the output folder before any work (or engine) started.
+
+    ``input_changed`` is the reason to refuse (None: the input is the one the batches were made from).
+    """
 
     batches_total: int
     batches_done: int
@@ -99,6 +193,7 @@ class RunCheck:
     finished: bool
     starting_over: bool = False
     summary: dict[str, Any] | None = None
+    input_changed: str | None = None
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -142,7 +237,10 @@ class RunSummary:
     batches_run: int = 0
     batches_skipped: int = 0
     rows_retried: int = 0
+    units_reused: int = 0
     seconds: float = 0.0
+    input_fingerprint: str = ""
+    run_fingerprint: str = ""
     stage_stats: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -153,8 +251,69 @@ def _error_kind(message: str) -> str:
     return message.split(":", 1)[0].strip() or "error"
 
 
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def disk_full(exc: OSError, saved: str) -> DiskFull:
+    """The error a full disk becomes: where the space ran out, what is kept (``saved``), and how to go on."""
+    where = Path(exc.filename) if getattr(exc, "filename", None) else None
+    free = ""
+    if where is not None:
+        try:
+            free = f" ({_size(shutil.disk_usage(where.parent).free)} free on that file system)"
+        except OSError:
+            pass
+    what = f"no space left on device while writing {where}" if where is not None else f"no space left on device ({exc})"
+    return DiskFull(f"{what}{free}. {saved}; free some space and run the same command again: it resumes from there")
+
+
+@dataclass
+class _Plan:
+    """This shard's units, their ids and content hashes, and the batches they fall into."""
+
+    units: pd.DataFrame
+    ids: list[str]
+    hashes: list[str]
+    batch_size: int
+
+    @property
+    def fingerprint(self) -> str:
+        return _units_fingerprint(self.ids, self.hashes)
+
+    @property
+    def count(self) -> int:
+        return math.ceil(len(self.ids) / self.batch_size)
+
+    def span(self, number: int) -> slice:
+        return slice(number * self.batch_size, (number + 1) * self.batch_size)
+
+    def batch(self, number: int) -> pd.DataFrame:
+        return self.units.iloc[self.span(number)]
+
+    def batch_ids(self, number: int) -> list[str]:
+        return self.ids[self.span(number)]
+
+    def batch_fingerprint(self, number: int) -> str:
+        span = self.span(number)
+        return _units_fingerprint(self.ids[span], self.hashes[span])
+
+
+@dataclass
+class _Part:
+    """A part on disk as its own metadata describes it."""
+
+    path: Path
+    meta: dict[str, Any]  # PART_KEY's record
+    config: dict[str, Any]  # the stepdata metadata's config
+
+
 class StageRun:
-    """Runs ``process`` over the units of one shard, batch by batch, resumably."""
+    """Runs ``process`` over the units of one shard, batch by batch, resumably (see the module doc)."""
 
     def __init__(
         self,
@@ -168,6 +327,7 @@ class StageRun:
         shard: tuple[int, int] = (0, 1),
         overwrite: bool = False,
         allow_config_change: bool = False,
+        redo_changed_units: bool = False,
         progress: bool = True,
     ) -> None:
         if batch_size < 1:
@@ -179,84 +339,365 @@ class StageRun:
         self.batch_size = batch_size
         self.shard = shard
         self.overwrite, self.allow_config_change, self.progress = overwrite, allow_config_change, progress
+        self.redo_changed_units = redo_changed_units
         index, total = shard
         self.shard_label = f"{index:05d}-of-{total:05d}"
         self.parts = self.out.with_name(self.out.name + ".parts")
         self.manifest_path = self.parts / f"manifest-{self.shard_label}.json"
+        self.carry_path = self.parts / f"carry-{self.shard_label}.parquet"
         self.final = self.out if total == 1 else self.out.with_name(f"{self.out.stem}.shard-{self.shard_label}{self.out.suffix}")
+        self.companions: list[Path] = []  # more outputs of this shard (a pair stage's pairs table): tmp files cleaned
+        # per unit, a hash of what else its rows depend on (its problem): part of the unit's content hash
+        self.dependencies: Callable[[pd.DataFrame], list[str] | None] | None = None
+        self._lock = OutputLock(self.parts / f"lock-{self.shard_label}",
+                                f"{self.final}" + (f" (shard {index}/{total})" if total > 1 else ""))
+        self._warned: set[str] = set()
+        self._planned: tuple[pd.DataFrame, _Plan] | None = None
+        self.stamp: dict[str, Any] | None = None  # what the finished table of this run records (set by check/run)
 
-    # -- manifest -------------------------------------------------------------------------
+    # -- small helpers ----------------------------------------------------------------------------
 
-    def _read_manifest(self) -> dict[str, Any] | None:
-        """The recorded manifest (None when there is none); refuses a changed config, naming the keys."""
-        if not self.manifest_path.exists():
-            return None
-        manifest = json.loads(self.manifest_path.read_text())
-        if manifest["config_hash"] != self.hash and not self.allow_config_change:
-            changes = config_diff(manifest.get("config", {}), self.config)
-            what = ("; ".join(changes) if changes else
-                    "no recorded setting differs, so a redacted (secret) or unrecorded one did")
-            raise ConfigChanged(
-                f"{self.parts} holds batches made with another config; changed: {what}. Rerun with the old "
-                "options, pass --overwrite to start over, or --allow-config-change to keep the old batches "
-                "and continue with the new config"
-            )
-        return manifest
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
 
-    def _load_manifest(self) -> dict[str, Any]:
-        if self.overwrite and self.parts.exists():
-            for path in self.parts.glob(f"*{self.shard_label}*"):
-                path.unlink()
-        manifest = self._read_manifest()
-        if manifest is None:
-            return {"stage": self.stage, "config_hash": self.hash, "config": redact_secrets(self.config),
-                    "shard": self.shard_label, "batches": {}}
-        if manifest["config_hash"] != self.hash:
-            manifest.setdefault("earlier_config_hashes", []).append(manifest["config_hash"])
-            manifest["config_hash"] = self.hash
-        return manifest
+    def _part_path(self, number: int) -> Path:
+        return self.parts / f"part-{self.shard_label}-{number:06d}.parquet"
 
-    def _shard_batches(self, units: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
-        """This shard's units and their batches, in input order (the same split on every run)."""
+    def _shard_part_files(self) -> list[Path]:
+        return sorted(self.parts.glob(f"part-{self.shard_label}-*.parquet"))
+
+    def _plan(self, units: pd.DataFrame) -> _Plan:
+        """This shard's units in input order, with their hashes (the same split on every run)."""
+        if self._planned is not None and self._planned[0] is units:
+            return self._planned[1]
         index, total = self.shard
         keys = units[self.key_column].astype(str)
         if keys.duplicated().any():
             raise ValueError(f"input has repeated {self.key_column} values, e.g. {keys[keys.duplicated()].iloc[0]!r}")
         mine = units[[shard_of(k, total) == index for k in keys]].reset_index(drop=True)
-        return mine, [mine.iloc[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+        hashes = row_hashes(mine)
+        more = self.dependencies(mine) if self.dependencies is not None else None
+        if more is not None:
+            hashes = [_digest(f"{h}:{m}") for h, m in zip(hashes, more)]
+        plan = _Plan(mine, mine[self.key_column].astype(str).tolist(), hashes, self.batch_size)
+        self._planned = (units, plan)
+        return plan
+
+    def _shard_batches(self, units: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+        """This shard's units and their batches, in input order."""
+        plan = self._plan(units)
+        return plan.units, [plan.batch(n) for n in range(plan.count)]
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold this shard's lock (refused, naming the holder, when another run has it; reentrant)."""
+        self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    # -- parts ------------------------------------------------------------------------------------
+
+    def _read_part_meta(self, path: Path) -> _Part:
+        """A part's own record; raises (OSError, ValueError) when the file does not read."""
+        schema = pq.read_schema(path)
+        raw = schema.metadata or {}
+        if PART_KEY not in raw:
+            raise ValueError("it has no record of its units (written by an older stepdata)")
+        meta = json.loads(raw[PART_KEY])
+        stepdata = json.loads(raw.get(b"stepdata", b"{}"))
+        return _Part(path, meta, dict(stepdata.get("config") or {}))
+
+    def _part_record(self, path: Path, *, quiet: bool = False) -> _Part | None:
+        try:
+            return self._read_part_meta(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if not quiet:
+                self._warn(f"part {path.name} in {path.parent} does not read ({_short(exc)}); redoing its batch")
+            return None
+
+    def _write_stamped(self, rows: pd.DataFrame, path: Path, config: Mapping[str, Any], key: bytes,
+                       record: Mapping[str, Any], kind: str | None = None) -> None:
+        table = to_arrow(rows, kind or self.kind, config)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               key: json.dumps(record, default=str).encode()})
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+
+    def _write_part(self, number: int, rows: pd.DataFrame, ids: list[str], hashes: list[str], input_fp: str,
+                    config: Mapping[str, Any] | None = None, config_hash_: str | None = None,
+                    reused: int = 0) -> dict[str, Any]:
+        """Write batch ``number``'s rows as its part (with its record); returns the manifest entry."""
+        errors = int(rows["error"].notna().sum())
+        record = {"stage": self.stage, "shard": self.shard_label, "batch": number,
+                  "config_hash": config_hash_ or self.hash, "input_fingerprint": input_fp,
+                  "units_fingerprint": _units_fingerprint(ids, hashes), "unit_ids": ids, "unit_hashes": hashes,
+                  "rows": len(rows), "error_rows": errors, "reused": reused}
+        self._write_stamped(rows, self._part_path(number), config or (self.config | {"stage": self.stage}),
+                            PART_KEY, record)
+        return self._entry(record)
+
+    @staticmethod
+    def _entry(record: Mapping[str, Any]) -> dict[str, Any]:
+        return {"units": len(record["unit_ids"]), "unit_ids": list(record["unit_ids"]),
+                "units_fingerprint": record["units_fingerprint"], "config_hash": record["config_hash"],
+                "rows": record["rows"], "error_rows": record["error_rows"], "reused": record.get("reused", 0)}
+
+    def _part_matches(self, part: _Part | None, manifest: Mapping[str, Any], plan: _Plan, number: int) -> bool:
+        """Whether ``part`` holds exactly batch ``number``'s units as they are now, made with an accepted config."""
+        if part is None or part.meta.get("units_fingerprint") != plan.batch_fingerprint(number):
+            return False
+        recorded = part.path.name in manifest["batches"]
+        return recorded or part.meta.get("config_hash") == self.hash
+
+    # -- manifest ---------------------------------------------------------------------------------
+
+    def _fresh_manifest(self, plan: _Plan | None) -> dict[str, Any]:
+        return {"format": 2, "stage": self.stage, "config_hash": self.hash, "config": redact_secrets(self.config),
+                "shard": self.shard_label,
+                "input": {"fingerprint": plan.fingerprint, "units": len(plan.ids)} if plan is not None else None,
+                "batches": {}}
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        """The recorded manifest (None when there is none), rebuilt from the parts when it does not read;
+        refuses a changed config, naming the keys."""
+        if not self.manifest_path.exists():
+            return None
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+            if not (isinstance(manifest, dict) and isinstance(manifest.get("config_hash"), str)
+                    and isinstance(manifest.get("batches"), dict)
+                    and all(isinstance(e, dict) for e in manifest["batches"].values())):
+                raise ValueError("it is not a stepdata manifest")
+        except (OSError, ValueError) as exc:
+            manifest = self._rebuild_manifest(f"the manifest {self.manifest_path} does not read ({_short(exc)})")
+            if manifest is None:
+                return None
+        if manifest["config_hash"] != self.hash and not self.allow_config_change:
+            changes = config_diff(manifest.get("config", {}), self.config)
+            what = ("; ".join(changes) if changes else
+                    "no recorded setting differs, so a redacted (secret) or unrecorded one did")
+            problems = any(line.startswith("problems_table.") for line in changes)
+            hint = (" (the problems table changed: --allow-config-change --redo-changed-units redoes only the units "
+                    "of the problems that changed)") if problems else ""
+            raise ConfigChanged(
+                f"{self.parts} holds batches made with another config; changed: {what}. Rerun with the old "
+                "options, pass --overwrite to start over, or --allow-config-change to keep the old batches "
+                f"and continue with the new config{hint}"
+            )
+        return manifest
+
+    def _rebuild_manifest(self, why: str) -> dict[str, Any] | None:
+        """A manifest made from the records the parts of this shard carry (those that read)."""
+        parts = [p for p in (self._part_record(path) for path in self._shard_part_files()) if p is not None]
+        if not parts:
+            self._warn(f"{why}; no part of this shard reads, so the run starts afresh")
+            return None
+        hashes = Counter(p.meta.get("config_hash") for p in parts)
+        chosen = self.hash if self.hash in hashes else hashes.most_common(1)[0][0]
+        mine = [p for p in parts if p.meta.get("config_hash") == chosen or self.allow_config_change]
+        inputs = Counter(p.meta.get("input_fingerprint") for p in mine if p.meta.get("config_hash") == chosen)
+        config = next(p.config for p in parts if p.meta.get("config_hash") == chosen)
+        config = {k: v for k, v in config.items() if k != "stage" or "stage" in self.config}
+        manifest = {"format": 2, "stage": self.stage, "config_hash": chosen, "config": config,
+                    "shard": self.shard_label, "input": {"fingerprint": inputs.most_common(1)[0][0], "units": None},
+                    "batches": {p.path.name: self._entry(p.meta) for p in mine}, "rebuilt": True}
+        if self.carry_path.exists():
+            manifest["carry"] = self.carry_path.name
+        self._warn(f"{why}; rebuilt it from the {len(mine)} part(s) of this shard that read")
+        return manifest
+
+    def _save_manifest(self, manifest: dict[str, Any]) -> None:
+        manifest.pop("rebuilt", None)
+        write_text_atomic(self.manifest_path, json.dumps(manifest, separators=(",", ":")))
+
+    # -- the input --------------------------------------------------------------------------------
+
+    def _recorded_units(self, manifest: Mapping[str, Any]) -> dict[str, str]:
+        """unit id -> content hash of every unit the recorded parts (and a pending carry) were made from."""
+        units: dict[str, str] = {}
+        paths = [self.parts / name for name in manifest["batches"]]
+        if manifest.get("carry"):
+            paths.append(self.carry_path)
+        for path in paths:
+            if not path.exists():
+                continue
+            part = self._part_record(path, quiet=True)
+            if part is not None:
+                units |= dict(zip(part.meta.get("unit_ids", []), part.meta.get("unit_hashes", [])))
+        return units
+
+    def _input_change(self, manifest: Mapping[str, Any], plan: _Plan) -> str | None:
+        """Why the input is not the one the recorded batches were made from (None: it is, or nothing is recorded)."""
+        if not manifest["batches"] and not manifest.get("carry"):
+            return None
+        recorded = manifest.get("input")
+        how = ("rerun with --redo-changed-units to keep the rows of the units that did not change and redo the "
+               "rest, or with --overwrite to start over")
+        if not isinstance(recorded, Mapping) or not recorded.get("fingerprint"):
+            return (f"{self.parts} holds batches made by an older stepdata that did not record its input, so they "
+                    f"cannot be checked against this input; {how}")
+        if recorded["fingerprint"] == plan.fingerprint:
+            return None
+        old = self._recorded_units(manifest)
+        now = dict(zip(plan.ids, plan.hashes))
+        changed = [u for u in plan.ids if u in old and old[u] != now[u]]
+        new = [u for u in plan.ids if u not in old]
+        gone = [u for u in old if u not in now]
+        if changed or new or gone:
+            counts = f"{len(changed)} changed, {len(new)} new, {len(gone)} gone"
+            example, what = next((u, w) for us, w in ((changed, "changed"), (new, "is new"), (gone, "is gone"))
+                                 for u in us)
+            detail = f"{counts} (e.g. unit {example!r} {what})"
+        else:
+            detail = "the same units in another order, so the batches would hold other units"
+        return (f"the input is not the one the batches in {self.parts} were made from ({self.key_column} units of "
+                f"this shard: {detail}); {how}")
+
+    def _rebase(self, manifest: dict[str, Any], plan: _Plan) -> dict[str, Any]:
+        """Set aside the rows of the units that did not change (``carry``) and start a manifest for this input.
+
+        Safe to kill at any point: the carry is written before the manifest names it, and
+        the old parts are deleted only after the new manifest is saved.
+        """
+        now = dict(zip(plan.ids, plan.hashes))
+        keep: dict[str, pd.DataFrame] = {}
+        sources = ([self.carry_path] if self.carry_path.exists() else []) + self._shard_part_files()
+        for path in sources:
+            part = self._part_record(path, quiet=True)
+            if part is None or not (path == self.carry_path or path.name in manifest["batches"]
+                                    or part.meta.get("config_hash") == self.hash):
+                continue
+            wanted = {u for u, h in zip(part.meta.get("unit_ids", []), part.meta.get("unit_hashes", []))
+                      if now.get(u) == h and u not in keep}
+            if not wanted:
+                continue
+            try:
+                rows = read_table(path)
+            except (OSError, ValueError) as exc:
+                self._warn(f"part {path.name} in {path.parent} does not read ({_short(exc)}); its units are redone")
+                continue
+            for unit, group in rows.groupby(rows[self.key_column].astype(str), sort=False):
+                if unit in wanted and group["error"].isna().all():
+                    keep[unit] = group
+        fresh = self._fresh_manifest(plan) | {"earlier_config_hashes": manifest.get("earlier_config_hashes", [])}
+        if keep:
+            ids = [u for u in plan.ids if u in keep]
+            rows = pd.concat([keep[u] for u in ids], ignore_index=True)
+            record = {"unit_ids": ids, "unit_hashes": [now[u] for u in ids], "config_hash": self.hash,
+                      "units_fingerprint": _units_fingerprint(ids, [now[u] for u in ids])}
+            self._write_stamped(rows, self.carry_path, self.config | {"stage": self.stage}, PART_KEY, record)
+            fresh["carry"] = self.carry_path.name
+        self._save_manifest(fresh)
+        for path in self._shard_part_files():
+            path.unlink(missing_ok=True)
+        if not keep:
+            self.carry_path.unlink(missing_ok=True)
+        log.info("%s: the input changed; kept the rows of %d unchanged unit(s), redoing %d", self.final, len(keep),
+                 len(plan.ids) - len(keep))
+        return fresh
+
+    def _read_carry(self, manifest: Mapping[str, Any]) -> dict[str, tuple[str, pd.DataFrame]]:
+        """unit id -> (hash, rows) set aside by :meth:`_rebase` ({} when there is none or it does not read)."""
+        if not manifest.get("carry") or not self.carry_path.exists():
+            return {}
+        try:
+            meta = self._read_part_meta(self.carry_path).meta
+            rows = read_table(self.carry_path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._warn(f"{self.carry_path} does not read ({_short(exc)}); the units it kept are redone")
+            return {}
+        hashes = dict(zip(meta["unit_ids"], meta["unit_hashes"]))
+        return {u: (hashes[u], group) for u, group in rows.groupby(rows[self.key_column].astype(str), sort=False)
+                if u in hashes}
+
+    # -- what is done -----------------------------------------------------------------------------
+
+    def _stamp(self, plan: _Plan, parts: list[_Part | dict[str, Any]]) -> dict[str, Any]:
+        """The record a finished table carries: config, input and a hash of the parts it was assembled from."""
+        records = [p.meta if isinstance(p, _Part) else p for p in parts]
+        text = "\n".join(f"{r['units_fingerprint']}:{r['rows']}:{r['error_rows']}:{r['config_hash']}" for r in records)
+        return {"config_hash": self.hash, "input_fingerprint": plan.fingerprint, "parts": _digest(text)}
+
+    def is_current(self, path: str | os.PathLike) -> bool:
+        """Whether the table at ``path`` reads and was assembled by this run from the parts now on disk
+        (after :meth:`check` or :meth:`run`)."""
+        try:
+            raw = pq.read_schema(path).metadata or {}
+            return self.stamp is not None and json.loads(raw.get(STAMP_KEY, b"null")) == self.stamp
+        except (OSError, ValueError):
+            return False
+
+    def write_output(self, table: pd.DataFrame, path: str | os.PathLike, kind: str, config: Mapping[str, Any]) -> None:
+        """Write a table this run finished (the shard's table, a pair stage's pairs) with the run's stamp."""
+        self._write_stamped(table, Path(path), config, STAMP_KEY, self.stamp or {}, kind=kind)
 
     def check(self, units: pd.DataFrame) -> RunCheck:
         """Look at the output folder before any work: call it before loading an engine.
 
-        Loading a model takes seconds to minutes; a changed config or a finished run
-        is known from the manifest alone. Raises ConfigChanged naming every setting
-        that changed (old -> new) unless ``allow_config_change``; reports whether the
-        shard is already finished (its output and summary written, every batch
-        recorded with as many units as now and no error rows left to retry), so a
+        Loading a model takes seconds to minutes; a changed config, a changed input or a
+        finished run is known from the manifest and the parts' footers alone. Raises
+        ConfigChanged naming every setting that changed (old -> new) unless
+        ``allow_config_change``; reports a changed input (``input_changed``) and whether the
+        shard is already finished (its output and summary written from the parts now on
+        disk, every batch done for these units and no error rows left to retry), so a
         caller can stop without loading anything. Writes and deletes nothing (with
         ``overwrite`` the old batches go only when :meth:`run` starts).
         """
-        _, batches = self._shard_batches(units)
+        plan = self._plan(units)
         if self.overwrite:
-            return RunCheck(len(batches), 0, 0, finished=False, starting_over=True)
-        manifest = self._read_manifest() or {"config_hash": self.hash, "batches": {}}
+            return RunCheck(plan.count, 0, 0, finished=False, starting_over=True)
+        manifest = self._read_manifest() or self._fresh_manifest(plan)
+        change = self._input_change(manifest, plan)
+        if change is not None:
+            return RunCheck(plan.count, 0, 0, finished=False, input_changed=change)
         done = errors = 0
-        for number, batch in enumerate(batches):
-            name = f"part-{self.shard_label}-{number:06d}.parquet"
-            entry = manifest["batches"].get(name)
-            if entry is not None and (self.parts / name).exists() and entry.get("units") == len(batch):
-                errors += entry.get("error_rows", 0)
-                done += entry.get("error_rows", 0) == 0
+        found: list[_Part] = []
+        for number in range(plan.count):
+            path = self._part_path(number)
+            part = self._part_record(path, quiet=True) if path.exists() else None
+            if self._part_matches(part, manifest, plan, number):
+                errors += part.meta.get("error_rows", 0)
+                done += part.meta.get("error_rows", 0) == 0
+                found.append(part)
+        self.stamp = self._stamp(plan, found) if len(found) == plan.count else None
         summary_path = self.final.with_name(self.final.name + ".summary.json")
-        finished = (done == len(batches) and manifest["config_hash"] == self.hash and self.final.exists()
-                    and summary_path.exists())
-        summary = json.loads(summary_path.read_text()) if finished else None
-        return RunCheck(len(batches), done, errors, finished=finished, summary=summary)
+        summary = None
+        if (done == plan.count and manifest["config_hash"] == self.hash and not manifest.get("carry")
+                and self.is_current(self.final)):
+            try:
+                summary = json.loads(summary_path.read_text())
+            except (OSError, ValueError):
+                summary = None
+            if not isinstance(summary, dict) or summary.get("run_fingerprint") != self.stamp["parts"]:
+                summary = None
+        return RunCheck(plan.count, done, errors, finished=summary is not None, summary=summary)
 
-    def _save_manifest(self, manifest: dict[str, Any]) -> None:
-        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=1))
+    # -- the run --------------------------------------------------------------------------------
 
-    # -- the run --------------------------------------------------------------------------
+    def _remove_leftovers(self) -> None:
+        """Delete the ``.tmp`` files killed writes of this shard left (we hold its lock: none is being written)."""
+        names = {self.final.name, self.final.name + ".summary.json"}
+        for path in self.companions:
+            names |= {path.name, path.name + ".summary.json"}
+        folders = [(self.final.parent, lambda name: name in names),
+                   (self.parts, lambda name: self.shard_label in name)]
+        for folder, ours in folders:
+            if not folder.is_dir():
+                continue
+            for path in folder.glob(".*.tmp"):
+                match = _TMP.match(path.name)
+                if match and ours(match["name"]) and int(match["pid"]) != os.getpid():
+                    path.unlink(missing_ok=True)
+                    log.info("removed %s, left by a killed write", path)
+
+    def _delete_shard(self) -> None:
+        for path in self.parts.glob(f"*{self.shard_label}*"):
+            if not path.name.startswith("lock-"):
+                path.unlink()
 
     def run(
         self, units: pd.DataFrame, process: ProcessBatch, stage_stats: Callable[[pd.DataFrame], dict] | None = None,
@@ -265,69 +706,161 @@ class StageRun:
         """Process every batch of this shard's units not yet done; return the shard's output table.
 
         ``tokens_done`` (generated tokens so far in this run) adds tokens/s to the progress lines.
+        Holds the shard's lock throughout; a full disk raises :class:`DiskFull`.
         """
+        self._batches_done = 0
+        plan = self._plan(units)
+        try:
+            with self.locked():
+                return self._run(plan, process, stage_stats, tokens_done)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise disk_full(exc, f"The finished batches ({self._batches_done} of {plan.count}) are kept in "
+                                 f"{self.parts}") from None
+
+    def _run(self, plan: _Plan, process: ProcessBatch, stage_stats: Callable[[pd.DataFrame], dict] | None,
+             tokens_done: Callable[[], int] | None) -> pd.DataFrame:
         start = time.monotonic()
         index, total = self.shard
-        mine, batches = self._shard_batches(units)
         self.parts.mkdir(parents=True, exist_ok=True)
-        manifest = self._load_manifest()
-        summary = RunSummary(self.stage, str(self.final), f"{index}/{total}", self.hash, units=len(mine),
-                             batches_total=len(batches))
+        self._remove_leftovers()
+        if self.overwrite:
+            self._delete_shard()
+        manifest = self._read_manifest()
+        if manifest is None:
+            manifest = self._fresh_manifest(plan)
+        elif manifest.get("rebuilt"):
+            self._save_manifest(manifest)
+        if manifest["config_hash"] != self.hash:
+            manifest.setdefault("earlier_config_hashes", []).append(manifest["config_hash"])
+            manifest["config_hash"] = self.hash
+        change = self._input_change(manifest, plan)
+        if change is not None:
+            if not self.redo_changed_units:
+                raise InputChanged(change)
+            manifest = self._rebase(manifest, plan)
+        elif (manifest.get("input") or {}).get("fingerprint") != plan.fingerprint:
+            manifest["input"] = {"fingerprint": plan.fingerprint, "units": len(plan.ids)}  # nothing recorded yet
+        carry = self._read_carry(manifest)
+        summary = RunSummary(self.stage, str(self.final), f"{index}/{total}", self.hash, units=len(plan.ids),
+                             batches_total=plan.count, input_fingerprint=plan.fingerprint)
+        frames: list[pd.DataFrame] = []
+        records: list[dict[str, Any]] = []
         done_units = 0
-        for number, batch in enumerate(batches):
-            name = f"part-{self.shard_label}-{number:06d}.parquet"
-            path = self.parts / name
-            entry = manifest["batches"].get(name)
-            skipped = entry is not None and path.exists()
-            if skipped:
-                if entry.get("error_rows", 0):
-                    retried, entry["error_rows"] = self._retry_errors(path, batch, process)
-                    summary.rows_retried += retried
+        for number in range(plan.count):
+            batch, ids = plan.batch(number), plan.batch_ids(number)
+            hashes = plan.hashes[plan.span(number)]
+            found = self._finished_part(manifest, plan, number)
+            skipped = found is not None
+            if found is not None:
+                part, rows = found
+                if rows["error"].notna().any():
+                    retried, rows, part = self._retry_errors(number, part, rows, batch, process)
+                    manifest["batches"][part.path.name] = self._entry(part.meta)
                     self._save_manifest(manifest)
+                    summary.rows_retried += retried
                 summary.batches_skipped += 1
+                record = part.meta
             else:
-                rows = process(batch)
-                write_table(rows, path, self.kind, config=self.config | {"stage": self.stage})
-                manifest["batches"][name] = {"units": len(batch), "rows": len(rows),
-                                             "error_rows": int(rows["error"].notna().sum())}
+                rows, reused = self._make_rows(batch, ids, hashes, carry, process)
+                entry = self._write_part(number, rows, ids, hashes, plan.fingerprint, reused=reused)
+                manifest["batches"][self._part_path(number).name] = entry
                 self._save_manifest(manifest)
                 summary.batches_run += 1
+                record = entry | {"unit_ids": ids}
+            frames.append(rows)
+            records.append(record)
+            summary.units_reused += int(record.get("reused", 0))
+            self._batches_done += 1
             done_units += len(batch)
-            self._report(done_units, len(mine), start, tokens_done() if tokens_done else None, skipped=skipped)
-        output = self._assemble(len(batches))
+            self._report(done_units, len(plan.ids), start, tokens_done() if tokens_done else None, skipped=skipped)
+        carried = manifest.pop("carry", None)
+        self._save_manifest(manifest)  # every batch recorded, under this config
+        if carried:
+            self.carry_path.unlink(missing_ok=True)
+        output = self._concat(frames)
+        self.stamp = self._stamp(plan, records)
+        summary.run_fingerprint = self.stamp["parts"]
         summary.rows = len(output)
         errors = output["error"].dropna()
         summary.error_rows = len(errors)
         summary.errors_by_kind = {k: int(v) for k, v in errors.map(_error_kind).value_counts().items()}
         summary.seconds = round(time.monotonic() - start, 2)
         summary.stage_stats = stage_stats(output) if stage_stats else {}
-        write_table(output, self.final, self.kind, config=self.config | {"stage": self.stage, "shard": f"{index}/{total}"})
+        self.write_output(output, self.final, self.kind, self.config | {"stage": self.stage, "shard": f"{index}/{total}"})
         summary_path = self.final.with_name(self.final.name + ".summary.json")
         write_text_atomic(summary_path, json.dumps(scrub_object(summary.as_dict()), indent=1, default=str))
         self.summary = summary
         return output
 
-    def _retry_errors(self, path: Path, batch: pd.DataFrame, process: ProcessBatch) -> tuple[int, int]:
+    def _finished_part(self, manifest: dict[str, Any], plan: _Plan, number: int) -> tuple[_Part, pd.DataFrame] | None:
+        """Batch ``number``'s part and rows when it is done for these units (None: the batch is to be made).
+
+        A recorded part that does not read, or whose rows are not its units', is named and redone;
+        a part written but not recorded (killed before the manifest was saved) is kept when it holds
+        exactly this batch's units made with this config.
+        """
+        path = self._part_path(number)
+        name = path.name
+        if not path.exists():
+            if name in manifest["batches"]:
+                self._warn(f"part {name} in {self.parts} is recorded but missing; redoing its batch")
+            return None
+        recorded = name in manifest["batches"]
+        part = self._part_record(path, quiet=not recorded)
+        if not self._part_matches(part, manifest, plan, number):
+            return None
+        try:
+            rows = read_table(path)
+        except (OSError, ValueError) as exc:
+            self._warn(f"part {name} in {self.parts} does not read ({_short(exc)}); redoing its batch")
+            return None
+        ids = plan.batch_ids(number)
+        if not set(rows[self.key_column].astype(str)) <= set(ids) or len(rows) != part.meta.get("rows"):
+            self._warn(f"part {name} in {self.parts} does not hold the rows its record lists; redoing its batch")
+            return None
+        if not recorded:
+            manifest["batches"][name] = self._entry(part.meta)
+            self._save_manifest(manifest)
+            log.info("kept %s, written before the run was stopped but not yet recorded", name)
+        return part, rows
+
+    def _make_rows(self, batch: pd.DataFrame, ids: list[str], hashes: list[str],
+                   carry: Mapping[str, tuple[str, pd.DataFrame]], process: ProcessBatch) -> tuple[pd.DataFrame, int]:
+        """The batch's rows: those set aside for unchanged units, ``process`` for the rest; (rows, units reused)."""
+        kept = [u for u, h in zip(ids, hashes) if u in carry and carry[u][0] == h]
+        if not kept:
+            return process(batch), 0
+        todo = batch[~batch[self.key_column].astype(str).isin(kept)]
+        frames = [carry[u][1] for u in kept] + ([process(todo)] if len(todo) else [])
+        return self._in_unit_order(pd.concat(frames, ignore_index=True), ids), len(kept)
+
+    def _in_unit_order(self, rows: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+        order = {k: i for i, k in enumerate(ids)}
+        return rows.iloc[rows[self.key_column].astype(str).map(order).argsort(kind="stable")].reset_index(drop=True)
+
+    def _retry_errors(self, number: int, part: _Part, rows: pd.DataFrame, batch: pd.DataFrame,
+                      process: ProcessBatch) -> tuple[int, pd.DataFrame, _Part]:
         """Redo the units whose rows carry an error and put the new rows in their place.
 
-        Returns (units retried, rows still carrying an error).
+        Returns (units retried, the batch's rows now, the rewritten part).
         """
-        rows = read_table(path)
         failed_keys = set(rows.loc[rows["error"].notna(), self.key_column].astype(str))
-        if not failed_keys:
-            return 0, 0
         redo = batch[batch[self.key_column].astype(str).isin(failed_keys)]
         fresh = process(redo)
         kept = rows[~rows[self.key_column].astype(str).isin(failed_keys)]
-        order = {k: i for i, k in enumerate(batch[self.key_column].astype(str))}
-        merged = pd.concat([kept, fresh], ignore_index=True)
-        merged = merged.iloc[merged[self.key_column].astype(str).map(order).argsort(kind="stable")].reset_index(drop=True)
-        write_table(merged, path, self.kind, config=read_metadata(path).get("config", {}))
-        log.info("retried %d unit(s) with errors in %s", len(redo), path.name)
-        return len(redo), int(merged["error"].notna().sum())
+        merged = self._in_unit_order(pd.concat([kept, fresh], ignore_index=True),
+                                     batch[self.key_column].astype(str).tolist())
+        meta = part.meta
+        entry = self._write_part(number, merged, list(meta["unit_ids"]), list(meta["unit_hashes"]),
+                                 meta.get("input_fingerprint", ""), config=part.config,
+                                 config_hash_=meta.get("config_hash"), reused=meta.get("reused", 0))
+        log.info("retried %d unit(s) with errors in %s", len(redo), part.path.name)
+        new_meta = dict(meta) | {"rows": entry["rows"], "error_rows": entry["error_rows"]}
+        return len(redo), merged, _Part(part.path, new_meta, part.config)
 
-    def _assemble(self, count: int) -> pd.DataFrame:
-        frames = [read_table(self.parts / f"part-{self.shard_label}-{n:06d}.parquet") for n in range(count)]
+    def _concat(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
         if not frames:
             from stepdata.schema import schema_for
 
@@ -357,6 +890,11 @@ class StageRun:
         rate = f", {tokens / elapsed:.1f} tok/s" if tokens is not None and elapsed > 0 else ""
         print(f"{self.stage} [{self.shard[0]}/{self.shard[1]}]: {done}/{total} units{rate}, {elapsed:.0f}s, "
               f"{estimator.describe()}", file=sys.stderr, flush=True)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def merge_outputs(paths: list[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
