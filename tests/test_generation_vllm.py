@@ -72,7 +72,7 @@ def test_cached_prompt_tokens_are_reported(llm):
 
 def test_overlong_prompt_is_a_per_row_error(llm):
     results = llm.generate([chat("long", "word " * 5000), chat("ok", "Hi")], SamplingConfig(max_tokens=4))
-    assert not results[0].ok and "limit" in results[0].error
+    assert not results[0].ok and results[0].error.startswith("prompt_too_long:") and "> context" in results[0].error
     assert results[1].ok
 
 
