@@ -31,7 +31,7 @@ REDACTED = "<redacted>"
 
 # The last word of a name says what its value is.
 _SECRET_LAST_WORDS = frozenset({
-    "password", "passwd", "pwd", "passphrase", "secret", "secrets", "authorization", "auth", "bearer",
+    "password", "passwd", "passphrase", "secret", "secrets", "authorization", "auth", "bearer",
     "credential", "credentials", "cookie", "apikey",
 })
 # "...key" is a secret after these words (api_key, private_key, x-api-key), not alone (sort_key, key_column)
@@ -55,6 +55,8 @@ def is_secret_name(name: Any) -> bool:
     last = words[-1]
     if last in _SECRET_LAST_WORDS:
         return True
+    if last == "pwd":  # DB_PWD is a password; PWD alone is the shell's working directory
+        return len(words) > 1
     if last == "key":
         return len(words) > 1 and words[-2] in _KEY_QUALIFIERS
     if last == "token":

@@ -346,3 +346,13 @@ def test_pooled_workers_outlive_the_threads_that_started_them(monkeypatch):
         assert pool.restarts == 0 and sorted(w.process.pid for w in pool._idle) == sorted(idle)
     finally:
         pool.close()
+
+
+def test_the_working_directory_is_not_a_secret(monkeypatch, tmp_path):
+    """$PWD names the working directory (every path under it would vanish from tables and logs); DB_PWD is a password."""
+    from stepdata.secrets import is_secret_name, scrub_secrets
+
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setenv("DB_PWD", "hunter2-hunter2")
+    assert not is_secret_name("PWD") and not is_secret_name("OLDPWD") and is_secret_name("DB_PWD")
+    assert scrub_secrets(f"{tmp_path}/rollouts.parquet with hunter2-hunter2") == f"{tmp_path}/rollouts.parquet with <redacted>"
