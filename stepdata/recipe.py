@@ -345,6 +345,14 @@ STEP_KINDS: dict[str, Callable[[RecipeRun, dict[str, Any], str], tuple[Path, dic
 }
 
 
+def _raised_in_this_module(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc`` is in this module (a step reading its parameters)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename == __file__
+
+
 def run_recipe(recipe: Recipe, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every step (skipping what is finished); returns and writes (``out/<summary>``) every step's result."""
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -363,7 +371,9 @@ def run_recipe(recipe: Recipe, echo: Callable[[str], None] | None = None) -> dic
             try:
                 output, result = STEP_KINDS[step["do"]](run, step, where)
             except KeyError as exc:
-                raise RecipeError(f"{where}: missing key {exc}") from None
+                if _raised_in_this_module(exc):  # a step's own lookup: a key the recipe left out
+                    raise RecipeError(f"{where}: missing key {exc}") from None
+                raise
             run.outputs[name] = output
             summary[name] = result
             took = time.monotonic() - t0

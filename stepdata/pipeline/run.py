@@ -376,7 +376,9 @@ class StageRun:
         keys = units[self.key_column].astype(str)
         if keys.duplicated().any():
             raise ValueError(f"input has repeated {self.key_column} values, e.g. {keys[keys.duplicated()].iloc[0]!r}")
-        mine = units[[shard_of(k, total) == index for k in keys]].reset_index(drop=True)
+        # a boolean Series, not a list: an empty list would select no columns of an empty input
+        mine = units[pd.Series([shard_of(k, total) == index for k in keys], index=units.index, dtype=bool)]
+        mine = mine.reset_index(drop=True)
         hashes = row_hashes(mine)
         more = self.dependencies(mine) if self.dependencies is not None else None
         if more is not None:
