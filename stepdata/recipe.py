@@ -21,7 +21,6 @@ quickstart`` prints it to copy and edit).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sys
@@ -31,8 +30,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from stepdata.generation.engine_config import EngineConfig
 from stepdata.io import read_metadata, read_table, write_table, write_text_atomic
@@ -391,12 +388,3 @@ def run_recipe(recipe: Recipe, echo: Callable[[str], None] | None = None) -> dic
 def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
     """``--set NAME=VALUE`` items (values read as YAML-ish JSON: numbers, true/false, strings)."""
     return parse_key_values(items, option="--set")
-
-
-def config_fields(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def frame_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    """Two tables with the same rows (used to compare a recipe's output with another run's)."""
-    return a.reset_index(drop=True).equals(b.reset_index(drop=True))
