@@ -118,13 +118,16 @@ def test_stage_lines_leave_resumed_batches_out_of_the_pace(tmp_path, capsys):
     import time
 
     from stepdata.pipeline import StageRun
+    from stepdata.pipeline.run import _Progress
 
     run = StageRun("sample", tmp_path / "out.parquet", "rollouts", {"x": 1}, key_column="problem_id", batch_size=2)
     start = time.monotonic() - 30.0  # 30 s spent on two finished batches found in the manifest
-    run._report(2, 10, start, None, skipped=True)
-    run._report(4, 10, start, None, skipped=True)
-    run._report(6, 10, start, 120)  # one processed batch: 2 units is 33% of what is left to do
-    run._report(10, 10, start, 200)
+    tokens = iter([0, 0, 120, 200])
+    progress = _Progress(run, 10, start, lambda: next(tokens))
+    progress.batch(2, skipped=True)
+    progress.batch(2, skipped=True)
+    progress.batch(2)  # one processed batch: 2 units is 33% of what is left to do
+    progress.batch(4)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].endswith("ETA unknown") and lines[1].endswith("ETA unknown")
     assert "ETA " in lines[2] and "unknown" not in lines[2]

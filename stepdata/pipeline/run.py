@@ -81,6 +81,16 @@ from stepdata.secrets import redact_secrets, scrub_object
 log = logging.getLogger(__name__)
 
 ProcessBatch = Callable[[pd.DataFrame], pd.DataFrame]
+# the batches' work: (batch number, units) pairs in, (batch number, rows) out as each batch finishes
+MapBatches = Callable[[list[tuple[int, pd.DataFrame]]], Iterator[tuple[int, pd.DataFrame]]]
+
+
+def sequential(process: ProcessBatch) -> MapBatches:
+    """The local way to run batches: ``process`` on each in turn, here (lazily, so each is saved as it ends)."""
+    def map_batches(jobs: list[tuple[int, pd.DataFrame]]) -> Iterator[tuple[int, pd.DataFrame]]:
+        for number, units in jobs:
+            yield number, process(units)
+    return map_batches
 
 
 class RunError(RuntimeError):
@@ -301,6 +311,19 @@ class _Plan:
     def batch_fingerprint(self, number: int) -> str:
         span = self.span(number)
         return _units_fingerprint(self.ids[span], self.hashes[span])
+
+
+@dataclass
+class _Job:
+    """A batch to (re)make: the units to process (``todo``) and the rows kept for the others."""
+
+    number: int
+    todo: pd.DataFrame
+    ids: list[str]
+    hashes: list[str]
+    kept: list[pd.DataFrame]
+    input_fingerprint: str
+    retry_of: _Part | None = None  # a finished part whose error rows are redone
 
 
 @dataclass
@@ -703,25 +726,29 @@ class StageRun:
 
     def run(
         self, units: pd.DataFrame, process: ProcessBatch, stage_stats: Callable[[pd.DataFrame], dict] | None = None,
-        tokens_done: Callable[[], int] | None = None,
+        tokens_done: Callable[[], int] | None = None, map_batches: MapBatches | None = None,
     ) -> pd.DataFrame:
         """Process every batch of this shard's units not yet done; return the shard's output table.
 
         ``tokens_done`` (generated tokens so far in this run) adds tokens/s to the progress lines.
+        ``map_batches`` runs the batches' work (default: ``process`` on each, one after the
+        other, here); a cluster executor passes one that spreads it over workers and yields
+        each batch's rows as they finish, in any order. Every finished batch is written and
+        recorded at once, so a kill loses only the batches in flight.
         Holds the shard's lock throughout; a full disk raises :class:`DiskFull`.
         """
         self._batches_done = 0
         plan = self._plan(units)
         try:
             with self.locked():
-                return self._run(plan, process, stage_stats, tokens_done)
+                return self._run(plan, map_batches or sequential(process), stage_stats, tokens_done)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
             raise disk_full(exc, f"The finished batches ({self._batches_done} of {plan.count}) are kept in "
                                  f"{self.parts}") from None
 
-    def _run(self, plan: _Plan, process: ProcessBatch, stage_stats: Callable[[pd.DataFrame], dict] | None,
+    def _run(self, plan: _Plan, map_batches: MapBatches, stage_stats: Callable[[pd.DataFrame], dict] | None,
              tokens_done: Callable[[], int] | None) -> pd.DataFrame:
         start = time.monotonic()
         index, total = self.shard
@@ -747,36 +774,32 @@ class StageRun:
         carry = self._read_carry(manifest)
         summary = RunSummary(self.stage, str(self.final), f"{index}/{total}", self.hash, units=len(plan.ids),
                              batches_total=plan.count, input_fingerprint=plan.fingerprint)
-        frames: list[pd.DataFrame] = []
-        records: list[dict[str, Any]] = []
-        done_units = 0
+        done: dict[int, tuple[pd.DataFrame, dict[str, Any]]] = {}  # batch -> (rows, part record)
+        jobs: dict[int, _Job] = {}
+        progress = _Progress(self, len(plan.ids), start, tokens_done)
         for number in range(plan.count):
-            batch, ids = plan.batch(number), plan.batch_ids(number)
-            hashes = plan.hashes[plan.span(number)]
             found = self._finished_part(manifest, plan, number)
-            skipped = found is not None
-            if found is not None:
-                part, rows = found
-                if rows["error"].notna().any():
-                    retried, rows, part = self._retry_errors(number, part, rows, batch, process)
-                    manifest["batches"][part.path.name] = self._entry(part.meta)
-                    self._save_manifest(manifest)
-                    summary.rows_retried += retried
-                summary.batches_skipped += 1
-                record = part.meta
+            if found is None:
+                jobs[number] = self._new_job(plan, number, carry)
+            elif found[1]["error"].notna().any():
+                jobs[number] = self._retry_job(plan, number, *found)
             else:
-                rows, reused = self._make_rows(batch, ids, hashes, carry, process)
-                entry = self._write_part(number, rows, ids, hashes, plan.fingerprint, reused=reused)
-                manifest["batches"][self._part_path(number).name] = entry
-                self._save_manifest(manifest)
-                summary.batches_run += 1
-                record = entry | {"unit_ids": ids}
-            frames.append(rows)
-            records.append(record)
-            summary.units_reused += int(record.get("reused", 0))
+                done[number] = (found[1], found[0].meta)
+                summary.batches_skipped += 1
+                progress.batch(len(plan.batch_ids(number)), skipped=True)
+        for number in [n for n, job in jobs.items() if job.todo.empty]:  # every unit carried over: nothing to run
+            done[number] = self._finish_job(jobs.pop(number), None, manifest, summary)
+            progress.batch(len(plan.batch_ids(number)))
+        for number, rows in map_batches([(n, job.todo) for n, job in jobs.items()]):
+            done[number] = self._finish_job(jobs.pop(number), rows, manifest, summary)
             self._batches_done += 1
-            done_units += len(batch)
-            self._report(done_units, len(plan.ids), start, tokens_done() if tokens_done else None, skipped=skipped)
+            progress.batch(len(plan.batch_ids(number)))
+        if jobs:
+            raise RunError(f"batches {sorted(jobs)} were handed out but never came back; the finished ones are kept "
+                           f"in {self.parts}: run the same command again")
+        frames = [done[number][0] for number in range(plan.count)]
+        records = [done[number][1] for number in range(plan.count)]
+        summary.units_reused = sum(int(record.get("reused", 0)) for record in records)
         carried = manifest.pop("carry", None)
         self._save_manifest(manifest)  # every batch recorded, under this config
         if carried:
@@ -795,6 +818,46 @@ class StageRun:
         write_text_atomic(summary_path, json.dumps(scrub_object(summary.as_dict()), indent=1, default=str))
         self.summary = summary
         return output
+
+    def _new_job(self, plan: _Plan, number: int, carry: Mapping[str, tuple[str, pd.DataFrame]]) -> _Job:
+        """Batch ``number`` to make: the units set aside unchanged (``carry``) are reused, the rest processed."""
+        batch, ids = plan.batch(number), plan.batch_ids(number)
+        hashes = plan.hashes[plan.span(number)]
+        kept = [u for u, h in zip(ids, hashes) if u in carry and carry[u][0] == h]
+        todo = batch[~batch[self.key_column].astype(str).isin(kept)] if kept else batch
+        return _Job(number, todo, ids, hashes, [carry[u][1] for u in kept], plan.fingerprint)
+
+    def _retry_job(self, plan: _Plan, number: int, part: _Part, rows: pd.DataFrame) -> _Job:
+        """Batch ``number``, done but with error rows: its failed units are processed again."""
+        batch = plan.batch(number)
+        failed = set(rows.loc[rows["error"].notna(), self.key_column].astype(str))
+        kept = rows[~rows[self.key_column].astype(str).isin(failed)]
+        return _Job(number, batch[batch[self.key_column].astype(str).isin(failed)], list(part.meta["unit_ids"]),
+                    list(part.meta["unit_hashes"]), [kept], part.meta.get("input_fingerprint", ""), retry_of=part)
+
+    def _finish_job(self, job: _Job, rows: pd.DataFrame | None, manifest: dict[str, Any],
+                    summary: RunSummary) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Write a job's batch as its part (the kept rows and the new ones, in unit order) and record it."""
+        frames = job.kept + ([rows] if rows is not None else [])
+        merged = frames[0] if len(frames) == 1 else self._in_unit_order(pd.concat(frames, ignore_index=True), job.ids)
+        part = job.retry_of
+        if part is None:
+            entry = self._write_part(job.number, merged, job.ids, job.hashes, job.input_fingerprint,
+                                     reused=len(job.kept))
+            summary.batches_run += 1
+            record = entry | {"unit_ids": job.ids}
+        else:
+            meta = part.meta
+            entry = self._write_part(job.number, merged, job.ids, job.hashes, job.input_fingerprint,
+                                     config=part.config, config_hash_=meta.get("config_hash"),
+                                     reused=meta.get("reused", 0))
+            log.info("retried %d unit(s) with errors in %s", len(job.todo), part.path.name)
+            summary.rows_retried += len(job.todo)
+            summary.batches_skipped += 1
+            record = dict(meta) | {"rows": entry["rows"], "error_rows": entry["error_rows"]}
+        manifest["batches"][self._part_path(job.number).name] = entry
+        self._save_manifest(manifest)
+        return merged, record
 
     def _finished_part(self, manifest: dict[str, Any], plan: _Plan, number: int) -> tuple[_Part, pd.DataFrame] | None:
         """Batch ``number``'s part and rows when it is done for these units (None: the batch is to be made).
@@ -828,39 +891,9 @@ class StageRun:
             log.info("kept %s, written before the run was stopped but not yet recorded", name)
         return part, rows
 
-    def _make_rows(self, batch: pd.DataFrame, ids: list[str], hashes: list[str],
-                   carry: Mapping[str, tuple[str, pd.DataFrame]], process: ProcessBatch) -> tuple[pd.DataFrame, int]:
-        """The batch's rows: those set aside for unchanged units, ``process`` for the rest; (rows, units reused)."""
-        kept = [u for u, h in zip(ids, hashes) if u in carry and carry[u][0] == h]
-        if not kept:
-            return process(batch), 0
-        todo = batch[~batch[self.key_column].astype(str).isin(kept)]
-        frames = [carry[u][1] for u in kept] + ([process(todo)] if len(todo) else [])
-        return self._in_unit_order(pd.concat(frames, ignore_index=True), ids), len(kept)
-
     def _in_unit_order(self, rows: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
         order = {k: i for i, k in enumerate(ids)}
         return rows.iloc[rows[self.key_column].astype(str).map(order).argsort(kind="stable")].reset_index(drop=True)
-
-    def _retry_errors(self, number: int, part: _Part, rows: pd.DataFrame, batch: pd.DataFrame,
-                      process: ProcessBatch) -> tuple[int, pd.DataFrame, _Part]:
-        """Redo the units whose rows carry an error and put the new rows in their place.
-
-        Returns (units retried, the batch's rows now, the rewritten part).
-        """
-        failed_keys = set(rows.loc[rows["error"].notna(), self.key_column].astype(str))
-        redo = batch[batch[self.key_column].astype(str).isin(failed_keys)]
-        fresh = process(redo)
-        kept = rows[~rows[self.key_column].astype(str).isin(failed_keys)]
-        merged = self._in_unit_order(pd.concat([kept, fresh], ignore_index=True),
-                                     batch[self.key_column].astype(str).tolist())
-        meta = part.meta
-        entry = self._write_part(number, merged, list(meta["unit_ids"]), list(meta["unit_hashes"]),
-                                 meta.get("input_fingerprint", ""), config=part.config,
-                                 config_hash_=meta.get("config_hash"), reused=meta.get("reused", 0))
-        log.info("retried %d unit(s) with errors in %s", len(redo), part.path.name)
-        new_meta = dict(meta) | {"rows": entry["rows"], "error_rows": entry["error_rows"]}
-        return len(redo), merged, _Part(part.path, new_meta, part.config)
 
     def _concat(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
         if not frames:
@@ -869,29 +902,35 @@ class StageRun:
             return pd.DataFrame(columns=schema_for(self.kind).names)
         return pd.concat(frames, ignore_index=True)
 
-    def _report(self, done: int, total: int, start: float, tokens: int | None, *, skipped: bool = False) -> None:
-        """One progress line after each batch; ``skipped``: the batch was found done (it costs no time).
 
-        The ETA is the pace of the batches this run processed (see ``EtaEstimator``):
-        a resumed run's finished batches shorten what is left but say nothing of how
-        fast the rest goes, and until the run has shown its pace the line says so.
-        """
+class _Progress:
+    """One progress line after each batch (to stderr), with tokens/s and an ETA.
+
+    The ETA is the pace of the batches this run processed (see ``EtaEstimator``):
+    a resumed run's finished batches (``skipped``) shorten what is left but say nothing
+    of how fast the rest goes, and until the run has shown its pace the line says so.
+    """
+
+    def __init__(self, run: StageRun, total: int, start: float, tokens: Callable[[], int] | None) -> None:
         from stepdata.generation.progress import EtaEstimator
 
-        estimator = getattr(self, "_eta", None)
-        if estimator is None or getattr(self, "_eta_start", None) != start:
-            estimator = self._eta = EtaEstimator(total, baseline="start", started=start)
-            self._eta_start = start
+        self.run, self.total, self.start, self.tokens = run, total, start, tokens
+        self.done = 0
+        self.estimator = EtaEstimator(total, baseline="start", started=start)
+
+    def batch(self, units: int, *, skipped: bool = False) -> None:
+        self.done += units
         if skipped:
-            estimator.skip(done - estimator.done)
+            self.estimator.skip(units)
         else:
-            estimator.update(done - estimator.done)
-        if not self.progress:
+            self.estimator.update(units)
+        if not self.run.progress:
             return
-        elapsed = time.monotonic() - start
-        rate = f", {tokens / elapsed:.1f} tok/s" if tokens is not None and elapsed > 0 else ""
-        print(f"{self.stage} [{self.shard[0]}/{self.shard[1]}]: {done}/{total} units{rate}, {elapsed:.0f}s, "
-              f"{estimator.describe()}", file=sys.stderr, flush=True)
+        elapsed = time.monotonic() - self.start
+        rate = f", {self.tokens() / elapsed:.1f} tok/s" if self.tokens is not None and elapsed > 0 else ""
+        index, shards = self.run.shard
+        print(f"{self.run.stage} [{index}/{shards}]: {self.done}/{self.total} units{rate}, {elapsed:.0f}s, "
+              f"{self.estimator.describe()}", file=sys.stderr, flush=True)
 
 
 def _short(exc: BaseException) -> str:
