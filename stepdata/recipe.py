@@ -6,6 +6,9 @@ every step that samples) and ``steps``. A step names what it does (``do:``), its
 ``name`` (its result's key in the summary and how later steps refer to its output:
 ``"@name"``) and its parameters. Stage steps take ``config:`` (the stage's Config
 fields, checked by name and type) and ``run:`` (:class:`~stepdata.pipeline.executor.RunOptions`).
+``executor: ray`` (top level, or ``run: {executor: ray}`` in one step) runs the stage
+steps' batches on a Ray cluster, with ``ray:`` holding its options
+(:class:`~stepdata.pipeline.ray_executor.RayOptions`: ``address``, ``actors``, ``gpus_per_actor``, ...).
 
 Strings may use ``${var}`` and ``${var+N}`` (an integer var plus N); a value that is
 only ``${var}`` keeps the var's type. Nothing in a recipe is evaluated as code.
@@ -95,6 +98,8 @@ class Recipe:
     steps: list[dict[str, Any]]
     summary: str = "summary.json"
     text: str = ""
+    executor: str = "local"  # where stage steps run their batches (a step's run.executor wins)
+    ray: Any = None  # RayOptions for stage steps run on Ray
 
 
 def load_recipe(name_or_path: str, overrides: Mapping[str, Any] | None = None) -> Recipe:
@@ -106,7 +111,7 @@ def load_recipe(name_or_path: str, overrides: Mapping[str, Any] | None = None) -
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"{name_or_path}: not valid YAML ({exc})") from None
-    unknown = sorted(set(data) - {"vars", "out", "engine", "steps", "summary"})
+    unknown = sorted(set(data) - {"vars", "out", "engine", "steps", "summary", "executor", "ray"})
     if unknown:
         raise RecipeError(f"{name_or_path}: unknown top-level key(s) {unknown}")
     variables = dict(data.get("vars") or {})
@@ -117,8 +122,15 @@ def load_recipe(name_or_path: str, overrides: Mapping[str, Any] | None = None) -
         kind = type(default) if default is not None else str
         variables[key] = value if value is None or isinstance(value, kind) else coerce(value, kind, f"--set {key}")
     resolved = substitute({k: v for k, v in data.items() if k != "vars"}, variables, "recipe")
-    engine = config_from_mapping(EngineConfig, {k: (tuple(v) if k == "engine_options" else v)
-                                                for k, v in (resolved.get("engine") or {}).items()}, "engine")
+    from stepdata.pipeline.ray_executor import RayOptions
+
+    ray = config_from_mapping(RayOptions, resolved.get("ray"), "ray")
+    engine = ray.engine(config_from_mapping(EngineConfig, {k: (tuple(v) if k == "engine_options" else v)
+                                                           for k, v in (resolved.get("engine") or {}).items()},
+                                            "engine"))
+    executor = str(resolved.get("executor") or "local")
+    if executor not in ("local", "ray"):
+        raise RecipeError(f"{name_or_path}: executor must be local or ray, not {executor!r}")
     steps = resolved.get("steps") or []
     for number, step in enumerate(steps):
         if not isinstance(step, dict) or "do" not in step:
@@ -129,7 +141,7 @@ def load_recipe(name_or_path: str, overrides: Mapping[str, Any] | None = None) -
     if len(set(names)) != len(names):
         raise RecipeError(f"step names repeat: {[n for n in names if names.count(n) > 1]}; give each a name:")
     return Recipe(variables, Path(resolved.get("out") or "runs/recipe"), engine, steps,
-                  resolved.get("summary") or "summary.json", text)
+                  resolved.get("summary") or "summary.json", text, executor, ray)
 
 
 @dataclass
@@ -261,8 +273,8 @@ def step_train(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path, 
 
 
 def _stage_step(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path, dict[str, Any]]:
-    """sample, localize, rectify, synthesize: a stage block run by the local executor."""
-    from stepdata.pipeline.executor import LocalExecutor, RunOptions
+    """sample, localize, rectify, synthesize: a stage block run by the recipe's executor (local or Ray)."""
+    from stepdata.pipeline.executor import RunOptions, make_executor
     from stepdata.pipeline.lineage import (
         lineage_of,
         load_lineage_problems,
@@ -273,8 +285,8 @@ def _stage_step(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path,
     _params(step, {"input", "out", "model", "problems", "config", "run"}, where)
     block_cls = STAGES[step["do"]]
     config = config_from_mapping(block_cls.Config, step.get("config"), f"{where}.config")
-    options = config_from_mapping(RunOptions, {"out": str(run.path(step["out"])), **(step.get("run") or {})},
-                                  f"{where}.run")
+    options = config_from_mapping(RunOptions, {"out": str(run.path(step["out"])), "executor": run.recipe.executor,
+                                               **(step.get("run") or {})}, f"{where}.run")
     source = run.ref(step["input"], f"{where}.input")
     kind = read_metadata(source).get("kind")
     table = read_table(source, kind=kind)
@@ -286,7 +298,7 @@ def _stage_step(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path,
     engine = run.engine(model) if model is not None else None
     block = block_cls.build(engine, problems, config)
     block.inherit(lineage)
-    result = LocalExecutor(options, echo=run.echo).run(block, table)
+    result = make_executor(options, run.recipe.ray, echo=run.echo).run(block, table)
     return Path(options.out), result.stats
 
 

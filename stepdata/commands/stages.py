@@ -18,13 +18,14 @@ from stepdata.io import SchemaError, read_metadata, read_table
 from stepdata.keyvalues import KeyValueError
 from stepdata.loaders import BadRowError
 from stepdata.pipeline.block import StageBlock
-from stepdata.pipeline.executor import LocalExecutor, RunOptions, StageResult
+from stepdata.pipeline.executor import RunOptions, StageResult, make_executor
 from stepdata.pipeline.lineage import (
     lineage_of,
     load_lineage_problems,
     problems_reference,
 )
 from stepdata.pipeline.localize import LocalizeConfig, describe_judge
+from stepdata.pipeline.ray_executor import RayOptions
 from stepdata.pipeline.rectify import RectifyConfig, RectifyStage
 from stepdata.pipeline.run import RUN_ERRORS
 from stepdata.pipeline.sample import SampleConfig, SampleStage
@@ -43,19 +44,26 @@ def stage_options(config_cls: type, *, limit_help: str, model_help: str | None =
         func = data_dir_option(func)
         func = config_options(EngineConfig, help={"model": model_help} if model_help else None)(func)
         func = config_options(RunOptions, exclude=("out",), help={"limit": limit_help})(func)
+        func = config_options(RayOptions)(func)
         return click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
                             help="Output table (.parquet).")(func)
     return decorate
 
 
 def execute(block: StageBlock, table: pd.DataFrame, options: dict) -> StageResult:
-    """Run ``block`` with the local executor; a user's mistake becomes a one-line error, and the engine is released."""
+    """Run ``block`` with the executor ``--executor`` names; a user's mistake becomes a one-line error, and the
+    engine is released."""
     try:
-        return LocalExecutor(build_config(RunOptions, options)).run(block, table)
+        return make_executor(build_config(RunOptions, options), build_config(RayOptions, options)).run(block, table)
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         block.close()
+
+
+def engine_config(options: dict) -> EngineConfig:
+    """The engine the options describe (with ``--ray-tensor-parallel-size`` among its options)."""
+    return build_config(RayOptions, options).engine(build_config(EngineConfig, options))
 
 
 def _user_error(call, *args, **kwargs):
@@ -70,7 +78,7 @@ def _user_error(call, *args, **kwargs):
 @stage_options(SampleConfig, limit_help="Use only the first N problems.")
 def sample_cmd(problems: str, data_dir: str | None, **options) -> None:
     """Stage 1: sample N step-by-step solutions per problem of PROBLEMS and check their answers."""
-    engine = build_config(EngineConfig, options)
+    engine = engine_config(options)
     if engine.model is None:
         raise click.UsageError("sample needs --model (the policy)")
     config = build_config(SampleConfig, options)  # an option out of range is a usage error before anything loads
@@ -111,7 +119,7 @@ def localize_cmd(rollouts_table: str, problems_source: str | None, data_dir: str
     from stepdata.pipeline.localize import LocalizeStage
 
     config = build_config(LocalizeConfig, options)
-    engine = build_config(EngineConfig, options)
+    engine = engine_config(options)
     if "generator" in required_options(config.method) and engine.model is None:
         raise click.UsageError(f"--method {config.method} needs --model")
     table = _user_error(read_table, rollouts_table, kind="rollouts")
@@ -130,7 +138,7 @@ def localize_cmd(rollouts_table: str, problems_source: str | None, data_dir: str
 
 def run_pair_stage(block_cls: type, table: pd.DataFrame, problems: pd.DataFrame, lineage: dict, options: dict) -> None:
     """Rectify or synthesize with the policy given, or else the one the input's lineage records."""
-    engine = build_config(EngineConfig, options)
+    engine = engine_config(options)
     engine = engine.with_model(engine.model or lineage.get("model"))
     if engine.model is None:
         raise click.UsageError("give --model (the policy; the input table records none)")

@@ -68,6 +68,13 @@ class EngineHandle:
                 self._generator.close()
                 self._generator = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the settings travel (to a cluster worker, which builds its own engine from them)."""
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])
+
 
 class StageBlock:
     """The shape every stage has (see the module doc). Subclasses set the class attributes and
@@ -133,6 +140,33 @@ class StageBlock:
     def build(cls, engine: Any, problems: pd.DataFrame | None, config: Any) -> StageBlock:
         """The one constructor every stage has (recipes and commands use it): engine, problems, config."""
         return cls(engine, config)
+
+    # -- sending a block to a worker process ------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The block without its engine: a cluster worker gets the settings and builds its own.
+
+        A block given a ready generator cannot travel (a loaded model is not data): it
+        must be given its engine as settings (an EngineConfig) to run on a cluster.
+        """
+        if self._generator is not None and self._handle is None:
+            raise TypeError(f"the {self.name} stage holds a loaded engine ({self.model}), which cannot be sent to a "
+                            "worker process: give the engine as settings (EngineConfig) to run it on a cluster")
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["_generator"] = None
+        state["_owned"] = self._handle is not None  # the worker's copy of the handle is its own: it closes it
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def add_totals(self, totals: Mapping[str, float]) -> None:
+        """Add counts a worker's copy of this block gathered (generated tokens, seconds) to this one's."""
+        with self._lock:
+            for key, value in totals.items():
+                self.totals[key] = self.totals.get(key, 0) + value
 
     # -- what the executor calls -----------------------------------------------------------
 

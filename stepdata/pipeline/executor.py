@@ -22,7 +22,13 @@ import pandas as pd
 
 from stepdata.io import is_disk_full
 from stepdata.pipeline.block import StageBlock
-from stepdata.pipeline.run import InputChanged, StageRun, disk_full, parse_shard
+from stepdata.pipeline.run import (
+    InputChanged,
+    MapBatches,
+    StageRun,
+    disk_full,
+    parse_shard,
+)
 from stepdata.settings import check_settings, setting
 
 
@@ -40,6 +46,8 @@ class RunOptions:
                "not change and redo only the changed and new ones (without it a changed input is refused).")
     limit: int | None = setting(None, "Use only the first N rows of the input.", minimum=1)
     progress: bool = setting(True, "Print a progress line after every batch.", hidden=True)
+    executor: str = setting("local", "Where the batches run: local (this process) or ray (actors of a Ray cluster "
+                                     "that each hold the engine; see the --ray-* options).", choices=("local", "ray"))
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -126,6 +134,20 @@ class LocalExecutor:
         def stats(output: pd.DataFrame) -> dict[str, Any]:
             return block.stats(output) | ({"left_out": left_out} if left_out else {})
 
-        output = run.run(units, block, stats, tokens_done=block.tokens_done)
+        output = run.run(units, block, stats, tokens_done=block.tokens_done, map_batches=self.map_batches(block))
         result, final_stats = block.finalize(run, output)
         return StageResult(result, final_stats, run.summary.as_dict(), run.final, left_out=left_out)
+
+    def map_batches(self, block: StageBlock) -> MapBatches | None:
+        """How the batches' work is done: None is the block's ``process`` here, one batch after another."""
+        return None
+
+
+def make_executor(options: RunOptions, ray_options: Any = None,
+                  echo: Callable[[str], None] | None = None) -> LocalExecutor:
+    """The executor ``options.executor`` names (Ray is imported only when asked for)."""
+    if options.executor == "ray":
+        from stepdata.pipeline.ray_executor import RayExecutor, RayOptions
+
+        return RayExecutor(options, ray_options or RayOptions(), echo=echo)
+    return LocalExecutor(options, echo=echo)

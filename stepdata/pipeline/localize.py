@@ -130,6 +130,12 @@ class LocalizeStage(StageBlock):
         if self._localizer is not None:
             self._check_needs(self._localizer)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if not self._explicit:
+            state["_localizer"] = None  # built from the config where it runs (with that process's engine)
+        return state
+
     def _from_config(self) -> Localizer:
         more: dict[str, Any] = {"template": self.lineage["template"]} if self.lineage.get("template") else {}
         if self.config.uses_model() and self.has_engine:

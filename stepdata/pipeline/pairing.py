@@ -132,6 +132,9 @@ class PairStage(StageBlock):
             self._continuer = Continuer(self.generator, self.template, self.answers)
         return self._continuer
 
+    def __getstate__(self) -> dict[str, Any]:
+        return super().__getstate__() | {"_continuer": None}  # it holds the engine: rebuilt where it runs
+
     def inherit(self, lineage: dict[str, Any]) -> None:
         """The input's lineage; its template is used unless the config names one."""
         super().inherit(lineage)
