@@ -149,6 +149,21 @@ def test_a_merged_output_is_finished_for_an_unsharded_run_of_the_same_config(pol
     assert len(server.served) == served
 
 
+def test_per_problem_unit_caps_are_applied_before_the_split(policy, tmp_path):
+    """max_rollouts_per_problem keeps each problem's first rollouts of the whole input, in every shard alike."""
+    _, generator = policy
+    config = RectifyConfig(n=3, max_rollouts_per_problem=1)
+    whole, sharded = tmp_path / "whole" / "pairs.parquet", tmp_path / "sharded" / "pairs.parquet"
+    result = rectify(generator, whole, config=config)
+    assert result.left_out == {"over_max_rollouts_per_problem": len(PROBLEMS)}
+    for rank in range(RANKS):
+        rectify(generator, sharded, rank=rank, config=config)
+    merge_shards(find_shards(sharded), sharded)
+    same_table(sharded.with_name("pairs.attempts.parquet"), whole.with_name("pairs.attempts.parquet"))
+    assert set(read_table(whole.with_name("pairs.attempts.parquet")).unit_id.str[-2:]) == {":1"}
+    same_summary_counts(summary_of(sharded), summary_of(whole))  # left_out included
+
+
 def test_merge_refuses_missing_doubled_and_mixed_shards_naming_them(policy, rectified, tmp_path):
     _, generator = policy
     root, whole, sharded, _ = rectified
