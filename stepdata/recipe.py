@@ -20,6 +20,12 @@ steps after it; it is released before a step with another model, and before trai
 
 ``stepdata quickstart`` is the shipped recipe ``quickstart`` (``stepdata recipe show
 quickstart`` prints it to copy and edit).
+
+On a cluster, ``run_recipe(..., only=STEP)`` runs one step, reading earlier steps' outputs
+from where the recipe writes them (cheap steps, ``model``/``problems``/``make-problems``,
+simply run again); with ``rank``/``world_size`` (or a SLURM array task's) that stage step
+runs one shard. ``stepdata slurm`` (:mod:`stepdata.slurm`) writes the array and merge
+scripts; after the merge, the whole recipe run again finds that step finished.
 """
 
 from __future__ import annotations
@@ -101,6 +107,18 @@ class Recipe:
     executor: str = "local"  # where stage steps run their batches (a step's run.executor wins)
     ray: Any = None  # RayOptions for stage steps run on Ray
 
+    def path(self, relative: str | Path) -> Path:
+        """Where a step's ``out`` lies: under the recipe's ``out`` folder unless absolute."""
+        path = Path(relative)
+        return path if path.is_absolute() else self.out / path
+
+    def step(self, name: str) -> tuple[int, dict[str, Any]]:
+        """(index, step) of the step called ``name``; refuses an unknown name, listing the known ones."""
+        names = [s.get("name", s["do"]) for s in self.steps]
+        if name not in names:
+            raise RecipeError(f"the recipe has no step {name!r}; its steps: {', '.join(names)}")
+        return names.index(name), self.steps[names.index(name)]
+
 
 def load_recipe(name_or_path: str, overrides: Mapping[str, Any] | None = None) -> Recipe:
     """Parse a recipe; ``overrides`` (``--set`` values) replace its vars, coerced to each var's type."""
@@ -154,17 +172,24 @@ class RecipeRun:
     engines: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    not_run: set[str] = field(default_factory=set)  # earlier steps whose outputs are taken as they lie (--only)
+    environ: Mapping[str, str] = field(default_factory=dict)  # what a stage step reads SLURM's array task from
+    run_options: dict[str, Any] = field(default_factory=dict)  # RunOptions for the stage step (its rank)
 
     def path(self, relative: str) -> Path:
-        path = Path(relative)
-        return path if path.is_absolute() else self.recipe.out / path
+        return self.recipe.path(relative)
 
     def ref(self, value: Any, where: str) -> Any:
         """``"@name"``: the output of an earlier step (a table or a model folder); anything else as it is."""
         if isinstance(value, str) and value.startswith("@"):
             if value[1:] not in self.outputs:
                 raise RecipeError(f"{where}: {value} is not an earlier step (earlier: {sorted(self.outputs)})")
-            return str(self.outputs[value[1:]])
+            path = self.outputs[value[1:]]
+            if value[1:] in self.not_run and not path.exists():
+                raise RecipeError(f"{where}: {value} is step {value[1:]!r}, which this run does not run (--only), and "
+                                  f"its output {path} is not there; run that step first (its shards merged: "
+                                  f"`stepdata merge --out {path}`)")
+            return str(path)
         return value
 
     def engine(self, model: str) -> Any:
@@ -286,7 +311,7 @@ def _stage_step(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path,
     block_cls = STAGES[step["do"]]
     config = config_from_mapping(block_cls.Config, step.get("config"), f"{where}.config")
     options = config_from_mapping(RunOptions, {"out": str(run.path(step["out"])), "executor": run.recipe.executor,
-                                               **(step.get("run") or {})}, f"{where}.run")
+                                               **(step.get("run") or {}), **run.run_options}, f"{where}.run")
     source = run.ref(step["input"], f"{where}.input")
     kind = read_metadata(source).get("kind")
     table = read_table(source, kind=kind)
@@ -298,7 +323,7 @@ def _stage_step(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path,
     engine = run.engine(model) if model is not None else None
     block = block_cls.build(engine, problems, config)
     block.inherit(lineage)
-    result = make_executor(options, run.recipe.ray, echo=run.echo).run(block, table)
+    result = make_executor(options, run.recipe.ray, echo=run.echo, environ=run.environ).run(block, table)
     return Path(options.out), result.stats
 
 
@@ -354,6 +379,24 @@ STEP_KINDS: dict[str, Callable[[RecipeRun, dict[str, Any], str], tuple[Path, dic
 }
 
 
+STAGE_STEPS = ("sample", "localize", "rectify", "synthesize")
+CHEAP_STEPS = ("make-problems", "problems", "model")  # run again by --only: each finds its output or makes it fast
+
+
+def _only_plan(recipe: Recipe, only: str | None, shard: Mapping[str, Any]) -> tuple[int, set[str]]:
+    """(the last step to run, the earlier steps not run) for ``--only``; refuses a shard of a step that is no stage."""
+    if only is None:
+        if shard:
+            raise RecipeError("--rank/--world-size shard one step: give --only STEP")
+        return len(recipe.steps) - 1, set()
+    index, step = recipe.step(only)
+    if shard and step["do"] not in STAGE_STEPS:
+        raise RecipeError(f"--rank/--world-size shard a stage step ({', '.join(STAGE_STEPS)}); {only!r} is a "
+                          f"`do: {step['do']}` step")
+    skipped = {s.get("name", s["do"]) for s in recipe.steps[:index] if s["do"] not in CHEAP_STEPS}
+    return index, skipped
+
+
 def _raised_in_this_module(exc: BaseException) -> bool:
     """True when the innermost frame of ``exc`` is in this module (a step reading its parameters)."""
     tb = exc.__traceback__
@@ -362,18 +405,35 @@ def _raised_in_this_module(exc: BaseException) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_filename == __file__
 
 
-def run_recipe(recipe: Recipe, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run every step (skipping what is finished); returns and writes (``out/<summary>``) every step's result."""
+def run_recipe(recipe: Recipe, echo: Callable[[str], None] | None = None, *, only: str | None = None,
+               rank: int | None = None, world_size: int | None = None,
+               environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run every step (skipping what is finished); returns and writes (``out/<summary>``) every step's result.
+
+    ``only``: run that step alone (earlier stage steps' outputs are read where the recipe writes
+    them, refused when absent; later steps do not run; no recipe summary is written, since the
+    step's own summary lies beside its output). Its shard is ``rank``/``world_size``, else a SLURM
+    array task's (``environ``, default ``os.environ``): a whole recipe never reads SLURM's
+    variables, since its later steps need the merged output.
+    """
+    import os
+
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    shard = {k: v for k, v in (("rank", rank), ("world_size", world_size)) if v is not None}
+    last, not_run = _only_plan(recipe, only, shard)
     recipe.out.mkdir(parents=True, exist_ok=True)
-    run = RecipeRun(recipe, echo)
+    run = RecipeRun(recipe, echo, not_run=not_run, run_options=shard,
+                    environ=(os.environ if environ is None else environ) if only is not None else {})
     start = time.monotonic()
     summary: dict[str, Any] = {"config": dict(recipe.vars)}
     try:
-        for number, step in enumerate(recipe.steps):
+        for number, step in enumerate(recipe.steps[:last + 1]):
             name = step.get("name", step["do"])
             where = f"steps[{number}] ({name})"
             if step.get("when") is False or str(step.get("when", True)).lower() in ("false", "no", "0"):
+                continue
+            if name in not_run:
+                run.outputs[name] = run.path(step["out"])  # what ref() finds there, or refuses
                 continue
             t0 = time.monotonic()
             echo(f"[{recipe.out.name} {t0 - start:6.0f}s] {name} ...")
@@ -393,7 +453,8 @@ def run_recipe(recipe: Recipe, echo: Callable[[str], None] | None = None) -> dic
         run.release_engines()
     summary["seconds"] = run.seconds
     summary["total_seconds"] = round(time.monotonic() - start, 1)
-    write_text_atomic(recipe.out / recipe.summary, json.dumps(scrub_object(summary), indent=2, default=str))
+    if only is None:
+        write_text_atomic(recipe.out / recipe.summary, json.dumps(scrub_object(summary), indent=2, default=str))
     return summary
 
 

@@ -19,24 +19,38 @@ from stepdata.io import (
 
 
 @click.command("merge")
-@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True)
+@click.argument("shards", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
+              help="The output as given to the stage (a pair stage's pairs table; its attempts go beside it).")
 def merge_cmd(shards: tuple[str, ...], out: str) -> None:
-    """Join the shard outputs of one stage (same config) into one table."""
-    from stepdata.pipeline import merge_outputs
+    """Join the shards of one stage run into the table the unsharded run writes at OUT.
+
+    SHARDS are the shard tables (a pair stage's attempts or pairs shards); without them
+    the shards of OUT are found by name (OUT.shard-*-of-N). Refused, naming the ranks: a
+    missing rank, a rank given twice, mixed world sizes, configs or inputs, an unfinished
+    shard. Rows go back in input order; a pair stage's pairs are flattened and capped per
+    problem over the whole; the summary is recomputed. A later unsharded run of the same
+    stage, config and input finds OUT finished.
+    """
+    from stepdata.pipeline.merge import MergeError, find_shards, merge_shards
+    from stepdata.pipeline.run import read_stamp
 
     try:
-        merged = merge_outputs(list(shards), out)
-    except ValueError as exc:
+        paths = list(shards) or find_shards(out)
+        merged = merge_shards(paths, out)
+    except (MergeError, ValueError, OSError) as exc:
         hint = ""
         try:
-            if all(read_metadata(path).get("kind") == "pairs" for path in shards):
-                hint = ("; these are pairs tables: to join the pairs of different stages (rectify, synthesize) "
-                        "into one training set use `stepdata combine PAIRS... --out FILE`")
+            if shards and all(read_metadata(path).get("kind") == "pairs" and "shard" not in (read_stamp(path) or {})
+                              for path in shards):
+                hint = ("; to join the pairs of different stages (rectify, synthesize) into one training set use "
+                        "`stepdata combine PAIRS... --out FILE`")
         except (ValueError, OSError):
             pass
         raise click.ClickException(f"{exc}{hint}") from None
-    click.echo(f"merged {len(shards)} shard(s), {len(merged)} rows, into {out}")
+    pairs = f"; {len(merged.pairs)} pairs in {merged.pairs_path}" if merged.pairs is not None else ""
+    click.echo(f"merged {len(merged.shards)} shard(s), {len(merged.table)} rows, into {merged.path}{pairs}; "
+               f"summary in {merged.path}.summary.json")
 
 
 @click.command("combine")

@@ -31,6 +31,7 @@ import pandas as pd
 
 from stepdata.generation.engine_config import EngineConfig
 from stepdata.pipeline.run import StageRun
+from stepdata.settings import config_from_mapping
 
 
 class EngineHandle:
@@ -82,7 +83,10 @@ class StageBlock:
 
     name: ClassVar[str] = "stage"
     kind: ClassVar[str] = "rollouts"  # the output table's kind
-    key_column: ClassVar[str] = "problem_id"  # the units' key (resume, shards, retries)
+    key_column: ClassVar[str] = "problem_id"  # the units' key (resume, retries)
+    # the column whose value picks a unit's shard (None: the key column); a stage whose finalize works per
+    # problem (per-problem caps) splits by problem_id, so each problem's units are in one shard
+    shard_column: ClassVar[str | None] = None
     Config: ClassVar[type] = object
 
     def __init__(self, engine: Any = None, config: Any = None) -> None:
@@ -167,6 +171,21 @@ class StageBlock:
         with self._lock:
             for key, value in totals.items():
                 self.totals[key] = self.totals.get(key, 0) + value
+
+    @classmethod
+    def from_recorded(cls, settings: Mapping[str, Any]) -> StageBlock:
+        """A block with the config a finished run recorded and no engine or problems.
+
+        Merging shards needs the stage's ``stats`` and ``finalize`` (global caps) over the joined
+        output, which read only the config: no model may load and no problems table need be found
+        for that. Settings that are not Config fields (engine, lineage, stage) are ignored.
+        """
+        fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
+        config = config_from_mapping(cls.Config, {k: v for k, v in settings.items() if k in fields},
+                                     f"the recorded {cls.name} config")
+        block = cls.__new__(cls)
+        StageBlock.__init__(block, None, config)  # not the subclass's: it would want problems or an engine
+        return block
 
     # -- what the executor calls -----------------------------------------------------------
 

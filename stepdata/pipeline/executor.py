@@ -8,12 +8,17 @@ a changed config or input is refused naming what changed), then runs ``process``
 batch by batch and ``finalize`` once. A full disk is a :class:`~stepdata.pipeline.run.DiskFull`
 error saying where; the same command resumes. Executors for clusters take the same
 block and the same :class:`RunOptions`.
+
+Which shard a process runs is ``--rank``/``--world-size`` (or ``--shard i/N``), else, in a
+SLURM array job, the array task's (:func:`resolve_shard`); the shards are joined by
+:func:`stepdata.pipeline.merge.merge_shards` (``stepdata merge``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,14 @@ class RunOptions:
 
     out: str = setting("", "Output table (.parquet).", cli="--out")
     batch_size: int = setting(64, "Units per resumable batch.", minimum=1)
-    shard: str | None = setting(None, "Process slice i of N (e.g. 0/4); join the shards with `stepdata merge`.")
+    shard: str | None = setting(None, "Process slice i of N (e.g. 0/4; the same as --rank i --world-size N); join "
+                                      "the shards with `stepdata merge`.")
+    rank: int | None = setting(None, "Process shard RANK (0-based) of --world-size; join the shards with `stepdata "
+                                     "merge`. Default: in a SLURM array job, $SLURM_ARRAY_TASK_ID - "
+                                     "$SLURM_ARRAY_TASK_MIN.", minimum=0)
+    world_size: int | None = setting(None, "Split the units into this many shards (the pair stages split by "
+                                           "problem). Default: in a SLURM array job, $SLURM_ARRAY_TASK_COUNT.",
+                                     minimum=1)
     overwrite: bool = setting(False, "Discard finished batches and start over.")
     allow_config_change: bool = setting(False, "Keep batches made with another config.")
     redo_changed_units: bool = setting(
@@ -65,6 +77,51 @@ class StageResult:
     left_out: dict[str, int] = field(default_factory=dict)
 
 
+SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN")
+
+
+def resolve_shard(options: RunOptions, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(rank, world size) of this process: ``--rank/--world-size``, ``--shard i/N``, else the SLURM array's.
+
+    ``--shard i/N`` is another spelling of ``--rank i --world-size N``; both given must agree.
+    With neither, a SLURM array task (``SLURM_ARRAY_TASK_ID`` and ``SLURM_ARRAY_TASK_COUNT`` set)
+    is rank ID - ``SLURM_ARRAY_TASK_MIN`` (so ``--array=1-4`` gives ranks 0..3) of COUNT;
+    ``--shard 0/1`` runs unsharded inside one. ``environ`` defaults to ``os.environ``; ``{}``
+    ignores SLURM (a whole recipe in one job). Raises ValueError naming the options or variables.
+    """
+    shard = parse_shard(options.shard) if options.shard else None
+    given = (options.rank, options.world_size)
+    if given != (None, None):
+        if None in given:
+            raise ValueError("give --rank and --world-size together (or --shard RANK/WORLD_SIZE)")
+        if not given[0] < given[1]:
+            raise ValueError(f"--rank {given[0]} must be below --world-size {given[1]} (ranks count from 0)")
+        if shard is not None and shard != given:
+            raise ValueError(f"--shard {options.shard} and --rank {given[0]} --world-size {given[1]} disagree; "
+                             "give one of them")
+        return given  # type: ignore[return-value]
+    if shard is not None:
+        return shard
+    return _slurm_shard(os.environ if environ is None else environ)
+
+
+def _slurm_shard(environ: Mapping[str, str]) -> tuple[int, int]:
+    """The SLURM array task's (rank, world size); (0, 1) outside an array job."""
+    task, count, first = (environ.get(name) for name in SLURM_VARS)
+    if task is None or count is None:
+        return 0, 1
+    try:
+        rank, world = int(task) - int(first or 0), int(count)
+    except ValueError:
+        raise ValueError(f"SLURM_ARRAY_TASK_ID={task!r}, SLURM_ARRAY_TASK_COUNT={count!r}, "
+                         f"SLURM_ARRAY_TASK_MIN={first!r}: not integers") from None
+    if not 0 <= rank < world:
+        raise ValueError(f"SLURM_ARRAY_TASK_ID={task} - SLURM_ARRAY_TASK_MIN={first or 0} gives rank {rank}, not "
+                         f"within SLURM_ARRAY_TASK_COUNT={count}: an array with gaps or steps (--array=0-8:2) cannot "
+                         "number the shards; give --rank and --world-size")
+    return rank, world
+
+
 def split_options(config: Any, options: dict[str, Any]) -> tuple[Any, RunOptions]:
     """Keyword options of a ``run_*`` call sorted into the stage's config and the run's options.
 
@@ -85,12 +142,16 @@ def split_options(config: Any, options: dict[str, Any]) -> tuple[Any, RunOptions
 class LocalExecutor:
     """Runs blocks on this machine (see the module doc)."""
 
-    def __init__(self, options: RunOptions, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, options: RunOptions, echo: Callable[[str], None] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         if not options.out:
             raise ValueError("no output path given (--out)")
-        parse_shard(options.shard)  # a bad --shard is refused before anything else
         self.options = options
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.shard = resolve_shard(options, environ)  # a bad --shard or rank is refused before anything else
+        if self.shard[1] > 1 and options.shard is None and options.rank is None:
+            self.echo(f"shard {self.shard[0]}/{self.shard[1]} from the SLURM array task ({', '.join(SLURM_VARS)}; "
+                      "--shard 0/1 runs unsharded)")
 
     def plan(self, block: StageBlock, table: pd.DataFrame) -> tuple[StageRun, pd.DataFrame, dict[str, int]]:
         """The run, its units and what was left out: everything short of building the engine."""
@@ -100,7 +161,8 @@ class LocalExecutor:
         units, left_out = block.units(table)
         settings = block.settings() | ({"limit": options.limit} if options.limit is not None else {})
         run = StageRun(block.name, block.output_path(options.out), block.kind, settings, key_column=block.key_column,
-                       batch_size=options.batch_size, shard=parse_shard(options.shard), overwrite=options.overwrite,
+                       batch_size=options.batch_size, shard=self.shard, shard_column=block.shard_column,
+                       overwrite=options.overwrite,
                        allow_config_change=options.allow_config_change,
                        redo_changed_units=options.redo_changed_units, progress=options.progress)
         run.companions = block.extra_outputs(run)
@@ -143,11 +205,11 @@ class LocalExecutor:
         return None
 
 
-def make_executor(options: RunOptions, ray_options: Any = None,
-                  echo: Callable[[str], None] | None = None) -> LocalExecutor:
+def make_executor(options: RunOptions, ray_options: Any = None, echo: Callable[[str], None] | None = None,
+                  environ: Mapping[str, str] | None = None) -> LocalExecutor:
     """The executor ``options.executor`` names (Ray is imported only when asked for)."""
     if options.executor == "ray":
         from stepdata.pipeline.ray_executor import RayExecutor, RayOptions
 
-        return RayExecutor(options, ray_options or RayOptions(), echo=echo)
-    return LocalExecutor(options, echo=echo)
+        return RayExecutor(options, ray_options or RayOptions(), echo=echo, environ=environ)
+    return LocalExecutor(options, echo=echo, environ=environ)

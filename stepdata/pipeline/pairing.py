@@ -108,7 +108,7 @@ class PairStage(StageBlock):
     :class:`~stepdata.pipeline.continuer.Continuer` built when a batch first needs the engine.
     """
 
-    kind, key_column = "attempts", "unit_id"
+    kind, key_column, shard_column = "attempts", "unit_id", "problem_id"  # caps are per problem: shard by it
 
     def __init__(self, engine: Any, problems: pd.DataFrame, config: Any) -> None:
         super().__init__(engine, config)

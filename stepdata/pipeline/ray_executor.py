@@ -29,7 +29,7 @@ import os
 import pickle
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,8 +118,8 @@ class RayExecutor(LocalExecutor):
     """Runs blocks on a Ray cluster (see the module doc); ``timings`` says where the time went."""
 
     def __init__(self, options: RunOptions, ray_options: RayOptions | None = None,
-                 echo: Callable[[str], None] | None = None) -> None:
-        super().__init__(options, echo)
+                 echo: Callable[[str], None] | None = None, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(options, echo, environ)
         self.ray_options = ray_options or RayOptions()
         self.timings: dict[str, float] = {}
         self.worker_pids: list[int] = []

@@ -34,9 +34,17 @@ One run writes a shard at a time: :meth:`StageRun.locked` holds ``lock-<shard>``
 (:mod:`stepdata.pipeline.lock`). A full disk stops the run with :class:`DiskFull`,
 saying where and that the same command resumes.
 
-``shard=(i, N)`` keeps the units whose key hashes to i modulo N, so N machines
-(a SLURM array, a Ray job) can share a stage; :func:`merge_outputs` joins the
-shard outputs.
+``shard=(i, N)`` keeps the units whose ``shard_column`` value (the key column, or
+``problem_id`` for the pair stages, whose caps are per problem) hashes to i modulo
+N, so N machines (a SLURM array, a Ray job) can share a stage. Units are made from
+the whole input before the split, so per-problem unit caps stay global. A finished
+shard's table records what a merge needs (the stamp's ``shard`` record): its rank
+and world size, the whole input's unit count and fingerprint, and its units' global
+positions, ids and hashes. :func:`stepdata.pipeline.merge.merge_shards` checks that
+the shards cover the input exactly once, puts the rows back in input order, runs
+the stage's ``finalize`` over the whole (global caps) and writes the summary; the
+merged table is then what an unsharded run with the same config and input finds
+finished (:meth:`StageRun.check`).
 
 Layout next to ``out`` (``rollouts.parquet``): ``rollouts.parquet.parts/`` holds
 ``manifest-<shard>.json``, ``lock-<shard>`` and the parts; ``out`` itself (or, with
@@ -72,7 +80,6 @@ from stepdata.io import (
     read_metadata,
     read_table,
     to_arrow,
-    write_table,
     write_text_atomic,
 )
 from stepdata.pipeline.lock import OutputLock, OutputLocked
@@ -190,6 +197,16 @@ def _units_fingerprint(ids: list[str], hashes: list[str]) -> str:
     return _digest("\n".join(f"{i}\t{h}" for i, h in zip(ids, hashes)))
 
 
+def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The run stamp a finished table carries (None: the file does not read or was not finished by a run)."""
+    try:
+        raw = pq.read_schema(path).metadata or {}
+        stamp = json.loads(raw.get(STAMP_KEY, b"null"))
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
 @dataclass(frozen=True)
 class RunCheck:
     """What :meth:`StageRun.check` found in the output folder before any work (or engine) started.
@@ -290,6 +307,9 @@ class _Plan:
     ids: list[str]
     hashes: list[str]
     batch_size: int
+    positions: list[int] = field(default_factory=list)  # each unit's position among all the input's units
+    all_units: int = 0  # the whole (unsharded) input's units
+    all_fingerprint: str = ""  # ... and their fingerprint: what every shard of one input shares
 
     @property
     def fingerprint(self) -> str:
@@ -348,6 +368,7 @@ class StageRun:
         key_column: str,
         batch_size: int = 64,
         shard: tuple[int, int] = (0, 1),
+        shard_column: str | None = None,
         overwrite: bool = False,
         allow_config_change: bool = False,
         redo_changed_units: bool = False,
@@ -356,6 +377,7 @@ class StageRun:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.stage, self.kind, self.key_column = stage, kind, key_column
+        self.shard_column = shard_column or key_column  # whose value picks a unit's shard
         self.out = Path(out)
         self.config = dict(config) | {"batch_size": batch_size}
         self.hash = config_hash(self.config)
@@ -392,21 +414,29 @@ class StageRun:
         return sorted(self.parts.glob(f"part-{self.shard_label}-*.parquet"))
 
     def _plan(self, units: pd.DataFrame) -> _Plan:
-        """This shard's units in input order, with their hashes (the same split on every run)."""
+        """This shard's units in input order, with their hashes (the same split on every run).
+
+        Every unit of the input is hashed (not only this shard's), so each shard knows the
+        whole input's fingerprint and where its units stand in it: what a merge checks.
+        """
         if self._planned is not None and self._planned[0] is units:
             return self._planned[1]
         index, total = self.shard
         keys = units[self.key_column].astype(str)
         if keys.duplicated().any():
             raise ValueError(f"input has repeated {self.key_column} values, e.g. {keys[keys.duplicated()].iloc[0]!r}")
-        # a boolean Series, not a list: an empty list would select no columns of an empty input
-        mine = units[pd.Series([shard_of(k, total) == index for k in keys], index=units.index, dtype=bool)]
-        mine = mine.reset_index(drop=True)
-        hashes = row_hashes(mine)
-        more = self.dependencies(mine) if self.dependencies is not None else None
+        if self.shard_column not in units.columns:
+            raise ValueError(f"cannot split the input into shards by {self.shard_column!r}: it has no such column")
+        every = units.reset_index(drop=True)
+        hashes = row_hashes(every)
+        more = self.dependencies(every) if self.dependencies is not None else None
         if more is not None:
             hashes = [_digest(f"{h}:{m}") for h, m in zip(hashes, more)]
-        plan = _Plan(mine, mine[self.key_column].astype(str).tolist(), hashes, self.batch_size)
+        ids = keys.tolist()
+        positions = [i for i, k in enumerate(every[self.shard_column].astype(str)) if shard_of(k, total) == index]
+        mine = every.iloc[positions].reset_index(drop=True)  # by position: an empty input keeps its columns
+        plan = _Plan(mine, [ids[i] for i in positions], [hashes[i] for i in positions], self.batch_size,
+                     positions=positions, all_units=len(ids), all_fingerprint=_units_fingerprint(ids, hashes))
         self._planned = (units, plan)
         return plan
 
@@ -502,18 +532,22 @@ class StageRun:
             if manifest is None:
                 return None
         if manifest["config_hash"] != self.hash and not self.allow_config_change:
-            changes = config_diff(manifest.get("config", {}), self.config)
-            what = ("; ".join(changes) if changes else
-                    "no recorded setting differs, so a redacted (secret) or unrecorded one did")
-            problems = any(line.startswith("problems_table.") for line in changes)
-            hint = (" (the problems table changed: --allow-config-change --redo-changed-units redoes only the units "
-                    "of the problems that changed)") if problems else ""
-            raise ConfigChanged(
-                f"{self.parts} holds batches made with another config; changed: {what}. Rerun with the old "
-                "options, pass --overwrite to start over, or --allow-config-change to keep the old batches "
-                f"and continue with the new config{hint}"
-            )
+            raise self._config_changed(manifest.get("config", {}), f"{self.parts} holds batches")
         return manifest
+
+    def _config_changed(self, old: Mapping[str, Any], what_holds: str) -> ConfigChanged:
+        """The refusal of a run whose output (``what_holds``) was made with config ``old``, naming each change."""
+        changes = config_diff(old, self.config)
+        what = ("; ".join(changes) if changes else
+                "no recorded setting differs, so a redacted (secret) or unrecorded one did")
+        problems = any(line.startswith("problems_table.") for line in changes)
+        hint = (" (the problems table changed: --allow-config-change --redo-changed-units redoes only the units "
+                "of the problems that changed)") if problems else ""
+        return ConfigChanged(
+            f"{what_holds} made with another config; changed: {what}. Rerun with the old "
+            "options, pass --overwrite to start over, or --allow-config-change to keep the old batches "
+            f"and continue with the new config{hint}"
+        )
 
     def _rebuild_manifest(self, why: str) -> dict[str, Any] | None:
         """A manifest made from the records the parts of this shard carry (those that read)."""
@@ -645,16 +679,18 @@ class StageRun:
         """The record a finished table carries: config, input and a hash of the parts it was assembled from."""
         records = [p.meta if isinstance(p, _Part) else p for p in parts]
         text = "\n".join(f"{r['units_fingerprint']}:{r['rows']}:{r['error_rows']}:{r['config_hash']}" for r in records)
-        return {"config_hash": self.hash, "input_fingerprint": plan.fingerprint, "parts": _digest(text)}
+        stamp = {"config_hash": self.hash, "input_fingerprint": plan.fingerprint, "parts": _digest(text)}
+        index, total = self.shard
+        if total > 1:  # what a merge checks: coverage of the whole input, and where each unit goes back
+            stamp["shard"] = {"rank": index, "world_size": total, "key_column": self.key_column,
+                              "units": plan.all_units, "input_fingerprint": plan.all_fingerprint,
+                              "positions": plan.positions, "unit_ids": plan.ids, "unit_hashes": plan.hashes}
+        return stamp
 
     def is_current(self, path: str | os.PathLike) -> bool:
         """Whether the table at ``path`` reads and was assembled by this run from the parts now on disk
         (after :meth:`check` or :meth:`run`)."""
-        try:
-            raw = pq.read_schema(path).metadata or {}
-            return self.stamp is not None and json.loads(raw.get(STAMP_KEY, b"null")) == self.stamp
-        except (OSError, ValueError):
-            return False
+        return self.stamp is not None and read_stamp(path) == self.stamp
 
     def write_output(self, table: pd.DataFrame, path: str | os.PathLike, kind: str, config: Mapping[str, Any]) -> None:
         """Write a table this run finished (the shard's table, a pair stage's pairs) with the run's stamp."""
@@ -675,7 +711,11 @@ class StageRun:
         plan = self._plan(units)
         if self.overwrite:
             return RunCheck(plan.count, 0, 0, finished=False, starting_over=True)
-        manifest = self._read_manifest() or self._fresh_manifest(plan)
+        manifest = self._read_manifest()
+        merged = self._check_merged(plan) if manifest is None and self.shard[1] == 1 else None
+        if merged is not None:
+            return merged
+        manifest = manifest or self._fresh_manifest(plan)
         change = self._input_change(manifest, plan)
         if change is not None:
             return RunCheck(plan.count, 0, 0, finished=False, input_changed=change)
@@ -700,6 +740,36 @@ class StageRun:
             if not isinstance(summary, dict) or summary.get("run_fingerprint") != self.stamp["parts"]:
                 summary = None
         return RunCheck(plan.count, done, errors, finished=summary is not None, summary=summary)
+
+    def _check_merged(self, plan: _Plan) -> RunCheck | None:
+        """What an unsharded run finds when ``self.final`` is a table merged from shards (None: it is not one).
+
+        Made with this config from this whole input (and its summary from the same merge), it is
+        finished: a recipe going on after a SLURM array loads no engine. Made with another config
+        it is refused as a finished run's batches are (ConfigChanged naming the settings); from
+        another input it is a changed input.
+        """
+        stamp = read_stamp(self.final)
+        if not (isinstance(stamp, dict) and stamp.get("merged")):
+            return None
+        if stamp.get("config_hash") != self.hash:
+            if self.allow_config_change:
+                return None
+            recorded = {k: v for k, v in (read_metadata(self.final).get("config") or {}).items()
+                        if k not in ("shard", "merged_from")}
+            raise self._config_changed(recorded, f"{self.final} (merged from shards) was")
+        if stamp.get("input_fingerprint") != plan.fingerprint:
+            return RunCheck(plan.count, 0, 0, finished=False, input_changed=(
+                f"{self.final} was merged from shards of another input ({stamp['merged'].get('units')} units); "
+                "rerun with --redo-changed-units or --overwrite to make it again from this input"))
+        try:
+            summary = json.loads(self.final.with_name(self.final.name + ".summary.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(summary, dict) or summary.get("run_fingerprint") != stamp.get("parts"):
+            return None
+        self.stamp = stamp  # the merged stamp: a pair stage's pairs table carries it too
+        return RunCheck(plan.count, plan.count, int(summary.get("error_rows") or 0), finished=True, summary=summary)
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -936,21 +1006,3 @@ class _Progress:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
-
-
-def merge_outputs(paths: list[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
-    """Join shard outputs of one stage into one table (same kind, same config hash)."""
-    if not paths:
-        raise ValueError("nothing to merge")
-    metas = [read_metadata(p) for p in paths]
-    kinds = {m.get("kind") for m in metas}
-    if len(kinds) != 1:
-        raise ValueError(f"cannot merge tables of different kinds: {sorted(map(str, kinds))}")
-    hashes = {config_hash({k: v for k, v in m.get("config", {}).items() if k != "shard"}) for m in metas}
-    if len(hashes) != 1:
-        raise ValueError("the shards were made with different configs; refusing to merge")
-    frames = [read_table(p) for p in paths]
-    merged = pd.concat(frames, ignore_index=True)
-    config = {k: v for k, v in metas[0].get("config", {}).items() if k != "shard"} | {"merged_from": [str(p) for p in paths]}
-    write_table(merged, out, kinds.pop(), config=config)
-    return merged

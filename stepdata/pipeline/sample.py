@@ -11,6 +11,7 @@ null), retried when the run resumes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -82,6 +83,12 @@ class SampleStage(StageBlock):
 
     def settings(self) -> dict[str, Any]:
         return super().settings() | {"lineage": self.lineage | {"model": self.model}}
+
+    @classmethod
+    def from_recorded(cls, settings: Mapping[str, Any]) -> SampleStage:
+        """Stage 1 builds its engine lazily and reads no problems table: its own constructor will do."""
+        block = super().from_recorded(settings)
+        return cls(None, block.config)
 
     def request_for(self, problem: Any) -> GenerationRequest:
         return GenerationRequest.chat(str(problem.problem_id), self.template.render(question=problem.question))
