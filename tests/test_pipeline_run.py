@@ -75,20 +75,6 @@ def test_changed_config_is_refused_unless_told(tiny_model_dir, tmp_path):
     assert len(read_table(out)) == 48
 
 
-def test_shards_merge_to_the_unsharded_table(tiny_model_dir, tmp_path):
-    whole = tmp_path / "whole.parquet"
-    subprocess.run(sample_args(tiny_model_dir, whole), check=True, capture_output=True, timeout=300)
-    parts = []
-    for index in range(3):
-        out = tmp_path / "sharded.parquet"
-        subprocess.run(sample_args(tiny_model_dir, out, "--shard", f"{index}/3"), check=True, capture_output=True,
-                       timeout=300)
-        parts.append(str(tmp_path / f"sharded.shard-{index:05d}-of-00003.parquet"))
-    merged = tmp_path / "merged.parquet"
-    subprocess.run([*CLI, "merge", *parts, "--out", str(merged)], check=True, capture_output=True, timeout=120)
-    pd.testing.assert_frame_equal(comparable(read_table(merged)), comparable(read_table(whole)))
-
-
 def test_failed_requests_are_rows_with_errors_and_are_retried_on_resume(tmp_path, monkeypatch):
     from stepdata import make_problems
 
