@@ -379,7 +379,7 @@ STEP_KINDS: dict[str, Callable[[RecipeRun, dict[str, Any], str], tuple[Path, dic
 }
 
 
-STAGE_STEPS = ("sample", "localize", "rectify", "synthesize")
+STAGE_STEPS = tuple(kind for kind, step in STEP_KINDS.items() if step is _stage_step)  # what may be sharded
 CHEAP_STEPS = ("make-problems", "problems", "model")  # run again by --only: each finds its output or makes it fast
 
 

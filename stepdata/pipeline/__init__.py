@@ -17,7 +17,6 @@ from stepdata.pipeline.merge import (
     MergeError,
     MergeResult,
     find_shards,
-    merge_outputs,
     merge_shards,
 )
 from stepdata.pipeline.run import (
@@ -32,4 +31,4 @@ from stepdata.pipeline.sample import SampleConfig, SampleStage
 
 __all__ = ["ConfigChanged", "DiskFull", "EngineHandle", "InputChanged", "LocalExecutor", "MergeError", "MergeResult",
            "RunOptions", "RunSummary", "SampleConfig", "SampleStage", "StageBlock", "StageResult", "StageRun",
-           "find_shards", "merge_outputs", "merge_shards", "parse_shard", "resolve_shard"]
+           "find_shards", "merge_shards", "parse_shard", "resolve_shard"]

@@ -114,6 +114,11 @@ class StageBlock:
         return self._generator is not None or self._handle is not None
 
     @property
+    def engine_config(self) -> EngineConfig | None:
+        """The engine as settings (None: the block has none, or was given a ready generator)."""
+        return self._handle.config if self._handle is not None else None
+
+    @property
     def model(self) -> str | None:
         """The engine's model as named, known without loading it."""
         if self._generator is not None:
@@ -153,9 +158,7 @@ class StageBlock:
         A block given a ready generator cannot travel (a loaded model is not data): it
         must be given its engine as settings (an EngineConfig) to run on a cluster.
         """
-        if self._generator is not None and self._handle is None:
-            raise TypeError(f"the {self.name} stage holds a loaded engine ({self.model}), which cannot be sent to a "
-                            "worker process: give the engine as settings (EngineConfig) to run it on a cluster")
+        self.check_portable()
         state = self.__dict__.copy()
         del state["_lock"]
         state["_generator"] = None
@@ -165,6 +168,12 @@ class StageBlock:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    def check_portable(self) -> None:
+        """Raise TypeError when this block cannot be sent to a worker process (it holds a loaded engine)."""
+        if self._generator is not None and self._handle is None:
+            raise TypeError(f"the {self.name} stage holds a loaded engine ({self.model}), which cannot be sent to a "
+                            "worker process: give the engine as settings (EngineConfig) to run it on a cluster")
 
     def add_totals(self, totals: Mapping[str, float]) -> None:
         """Add counts a worker's copy of this block gathered (generated tokens, seconds) to this one's."""

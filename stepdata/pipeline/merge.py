@@ -295,7 +295,3 @@ def merge_shards(paths: list[str | os.PathLike], out: str | os.PathLike) -> Merg
     return MergeResult(output, run.final, run.summary.as_dict(), [s.path for s in shards],
                        pairs=result if pairs_path else None, pairs_path=pairs_path[0] if pairs_path else None)
 
-
-def merge_outputs(paths: list[str | os.PathLike], out: str | os.PathLike) -> pd.DataFrame:
-    """The merged stage table of :func:`merge_shards` (kept for callers of the older name)."""
-    return merge_shards(paths, out).table

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -76,8 +75,7 @@ class RayOptions:
 
     def tensor_parallel(self, block: StageBlock) -> int:
         """The tensor parallel size the block's engine will use (1 unless set)."""
-        handle = getattr(block, "_handle", None)
-        options = handle.config.options() if handle is not None else {}
+        options = block.engine_config.options() if block.engine_config is not None else {}
         return int(self.tensor_parallel_size or options.get("tensor_parallel_size") or 1)
 
 
@@ -127,15 +125,15 @@ class RayExecutor(LocalExecutor):
     def run(self, block: StageBlock, table: pd.DataFrame) -> StageResult:
         ray = _ray()
         try:
-            pickle.dumps(block)  # a block that cannot travel is refused before anything starts
-        except (TypeError, pickle.PicklingError, AttributeError) as exc:
+            block.check_portable()  # a block that cannot travel is refused before anything starts
+        except TypeError as exc:
             raise RunError(f"cannot send the {block.name} stage to Ray workers: {exc}") from None
         started_here = not ray.is_initialized()
         try:
             return super().run(block, table)
         finally:
-            if started_here and ray.is_initialized() and self.ray_options.address is None:
-                ray.shutdown()  # the local instance this run started
+            if started_here and ray.is_initialized():
+                ray.shutdown()  # stops the local instance this run started; from a cluster it only disconnects
 
     def map_batches(self, block: StageBlock) -> MapBatches:
         return lambda jobs: self._dispatch(block, jobs)
