@@ -1,4 +1,4 @@
-"""Engine logs: a vLLM start prints our lines only, unless -v (slow: two vLLM starts with SmolLM2 on CPU)."""
+"""Engine logs: a vLLM start prints our lines only, unless -v (slow: two vLLM starts on CPU, with the tiny test model)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def generate(model: Path, *flags: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900, env=env, check=False)
 
 
-def test_engines_are_quiet_unless_verbose(smollm2_dir):
-    quiet = generate(smollm2_dir)
+def test_engines_are_quiet_unless_verbose(tiny_model_dir):
+    quiet = generate(tiny_model_dir)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert json.loads(quiet.stdout)["completions"], "stdout holds the command's JSON and nothing else"
     lines = quiet.stderr.splitlines()
@@ -39,7 +39,7 @@ def test_engines_are_quiet_unless_verbose(smollm2_dir):
     assert any(line.startswith("vllm: 1 requests") for line in lines)  # our summary stays
     assert not any("force killing" in line or "Triton" in line for line in lines)
 
-    loud = generate(smollm2_dir, "-v")
+    loud = generate(tiny_model_dir, "-v")
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert json.loads(loud.stdout)["completions"], "the engine's logs go to stderr, not into the JSON"
     engine_lines = [line for line in loud.stderr.splitlines() if not OURS.match(line)]
