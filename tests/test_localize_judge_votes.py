@@ -115,6 +115,7 @@ def test_judge_decoding_defaults(votes, temperature, top_p, expected):
     options = config.options()
     assert (options["judge_temperature"], options["judge_top_p"]) == expected
     assert (config.recorded()["judge_temperature"], config.recorded()["judge_top_p"]) == expected
+    assert "judge_template" not in config.recorded()  # the shipped template: recorded as before
 
 
 def test_greedy_with_several_votes_is_refused():

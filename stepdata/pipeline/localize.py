@@ -109,6 +109,8 @@ class LocalizeConfig:
         recorded = {"method": self.method} | {k: v for k, v in options.items() if k != "answer_policy"}
         if recorded.get("judge_template") is not None:
             recorded["judge_template"] = template_fingerprint(recorded["judge_template"])
+        else:  # the shipped template: recorded as before there was a choice
+            recorded.pop("judge_template", None)
         return recorded | (self.answer_policy().describe() if "answer_policy" in options else {})
 
     def uses_model(self) -> bool:
