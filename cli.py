@@ -54,7 +54,8 @@ def main(verbose: int) -> None:
     \b
     Data sets by name (read from --data-dir or $STEPDATA_DATA_DIR, never downloaded):
       embedded[:N], gsm8k, gsm8k:train, math500, svamp, multiarith,
-      processbench:gsm8k, processbench:math
+      processbench:gsm8k, processbench:math, processbench:olympiadbench,
+      processbench:omnimath
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -11,13 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from fake_openai_server import FaultyOpenAIServer
 
+from cli import main
 from stepdata import make_problems, read_table, write_table
 from stepdata.generation import Completion, GenerationResult
 from stepdata.generation.base import Generator
 from stepdata.localize.judge import JudgeItem, JudgeLocalizer
-from stepdata.pipeline.localize import LocalizeStage
+from stepdata.localize.judge_protocols import judge_decoding
+from stepdata.pipeline.localize import LocalizeConfig, LocalizeStage
+from stepdata.settings import SettingError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,9 +91,41 @@ def test_judge_sampling_settings_are_options():
     judge = ScriptedJudge(boxed(1, 1))
     JudgeLocalizer(judge, votes=2, temperature=0.3, top_p=0.5).localize([ITEM])
     assert (judge.sampling.temperature, judge.sampling.top_p) == (0.3, 0.5)
-    default = ScriptedJudge(boxed(1, 1))
-    JudgeLocalizer(default, votes=2).localize([ITEM])
-    assert (default.sampling.temperature, default.sampling.top_p) == (0.7, 0.95)  # unchanged defaults
+    voting = ScriptedJudge(boxed(1, 1))
+    JudgeLocalizer(voting, votes=2).localize([ITEM])
+    assert (voting.sampling.temperature, voting.sampling.top_p, voting.sampling.max_tokens) == (1.0, 0.9, 8192)
+    single = ScriptedJudge(boxed(1))
+    JudgeLocalizer(single, votes=1).localize([ITEM])
+    assert single.sampling.greedy and single.sampling.n == 1
+
+
+@pytest.mark.parametrize(
+    "votes, temperature, top_p, expected",
+    [
+        (1, None, None, (0.0, 1.0)),  # ProcessBench's protocol: one greedy critique
+        (8, None, None, (1.0, 0.9)),  # its voting protocol
+        (8, 0.6, None, (0.6, 0.9)),  # a value given wins
+        (8, None, 0.5, (1.0, 0.5)),
+        (1, 0.7, 0.95, (0.7, 0.95)),  # one sampled vote, if asked for
+    ],
+)
+def test_judge_decoding_defaults(votes, temperature, top_p, expected):
+    assert judge_decoding(votes, temperature, top_p) == expected
+    config = LocalizeConfig(method="judge", votes=votes, judge_temperature=temperature, judge_top_p=top_p)
+    options = config.options()
+    assert (options["judge_temperature"], options["judge_top_p"]) == expected
+    assert (config.recorded()["judge_temperature"], config.recorded()["judge_top_p"]) == expected
+    assert "judge_template" not in config.recorded()  # the shipped template: recorded as before
+
+
+def test_greedy_with_several_votes_is_refused():
+    with pytest.raises(ValueError, match="temperature of 0 .greedy. with 3 votes"):
+        judge_decoding(3, 0.0)
+    with pytest.raises(SettingError, match="greedy") as refused:
+        LocalizeConfig(method="judge", votes=3, judge_temperature=0)
+    assert refused.value.name == "judge_temperature"
+    with pytest.raises(ValueError, match="greedy"):
+        JudgeLocalizer(ScriptedJudge(boxed(1)), votes=2, temperature=0)
 
 
 def rollouts_table(problems: pd.DataFrame) -> pd.DataFrame:
@@ -155,3 +192,36 @@ def test_judge_errors_are_counted_and_kept_for_retry():
     out = stage(rollouts_table(problems))
     assert out.error.str.startswith("judge: HTTP 400").all() and (out.status == "unknown").all()
     assert stage.stats(out)["judge"] == {"asked": 3, "readable_verdicts": 0, "unreadable_replies": 0, "errors": 3}
+
+
+def test_localize_records_a_judge_template_by_path_and_hash_and_notices_a_changed_file(tmp_path):
+    problems = make_problems(2, seed=3)
+    write_table(problems, tmp_path / "p.parquet", "problems")
+    write_table(rollouts_table(problems), tmp_path / "r.parquet", "rollouts")
+    template = tmp_path / "judge.txt"
+    template.write_text("{{question}}\n{{tagged_steps}}\nThe first wrong paragraph, boxed:\n")
+    env = {"OPENAI_API_KEY": "x"}
+    runner = CliRunner()
+    with FaultyOpenAIServer(reply_text=lambda key, seed, index: "\\boxed{1}") as server:
+        args = ["localize", str(tmp_path / "r.parquet"), "--method", "judge", "--backend", "openai", "--model",
+                "judge", "--base-url", server.base_url, "--problems", str(tmp_path / "p.parquet"), "--votes", "1",
+                "--judge-template", str(template), "--out", str(tmp_path / "l.parquet")]
+        done = runner.invoke(main, args, env=env)
+        assert done.exit_code == 0, done.output
+        config = read_table(tmp_path / "l.parquet", kind="localized").attrs["stepdata"]["config"]
+        digest = hashlib.sha256(template.read_bytes()).hexdigest()
+        assert config["judge_template"] == {"path": str(template), "sha256": digest}
+        assert (config["votes"], config["judge_temperature"], config["judge_max_tokens"]) == (1, 0.0, 8192)
+        # the user message the judge got about r0 (two steps): the template, filled in
+        sent = next(s["key"] for s in server.served if s["key"].startswith(problems.question[0]))
+        assert sent == f"{problems.question[0]}\n<paragraph_0>\n2 * 3 = 7\n</paragraph_0>\n\n<paragraph_1>\ndone\n" \
+                       "</paragraph_1>\nThe first wrong paragraph, boxed:"
+        template.write_text("{{question}}\n{{tagged_steps}}\nBox the first wrong paragraph's index.\n")
+        again = runner.invoke(main, args, env=env)
+    assert again.exit_code == 1 and "judge_template.sha256" in again.output, again.output
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("{{question}} {{numbered_steps}}")
+    refused = runner.invoke(main, args[:-4] + ["--judge-template", str(bad), "--out", str(tmp_path / "x.parquet")],
+                            env=env)
+    assert refused.exit_code == 2 and "--judge-template" in refused.output and "numbered_steps" in refused.output

@@ -201,8 +201,9 @@ def test_the_toy_in_the_bench_command(processbench_dir, tmp_path):
                           cwd=REPO)
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert report[0]["samples"] == 4 and report[0]["f1"] == 0.5
-    assert [p["predicted"] for p in report[0]["predictions"]] == [1, -1, -1, 0]
+    assert report["subsets"][0]["samples"] == 4 and report["subsets"][0]["f1"] == 0.5
+    assert report["average"]["average_f1"] == 0.5
+    assert [p["predicted"] for p in report["predictions"]] == [1, -1, -1, 0]
 
 
 def test_the_toy_as_the_second_stage_of_a_fallback():

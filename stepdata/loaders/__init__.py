@@ -4,9 +4,10 @@
 
 - ``embedded`` / ``embedded:N``: our own generated arithmetic word problems
   (no files needed; see :mod:`stepdata.embedded`);
-- ``gsm8k``, ``gsm8k:train``, ``math500``, ``svamp``, ``multiarith``,
-  ``processbench:gsm8k``, ``processbench:math``: the standard sets, read from a
-  data directory (``data_dir=`` or ``$STEPDATA_DATA_DIR``), never downloaded.
+- ``gsm8k``, ``gsm8k:train``, ``math500``, ``svamp``, ``multiarith`` and
+  ``processbench:<subset>`` (gsm8k, math, olympiadbench, omnimath): the standard
+  sets, read from a data directory (``data_dir=`` or ``$STEPDATA_DATA_DIR``),
+  never downloaded.
 
 Bad records raise :class:`BadRowError` naming the file, line and field, or with
 ``skip_bad_rows=True`` are listed in ``df.attrs["bad_rows"]`` (and logged) while
@@ -36,6 +37,9 @@ from stepdata.schema import PROBLEMS
 
 log = logging.getLogger(__name__)
 
+# ProcessBench's four subsets, in the order its paper reports them (one file each: processbench/<subset>.json)
+PROCESSBENCH_SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
+
 # name -> (path under the data directory, format, source label)
 KNOWN_SETS: dict[str, tuple[str, str, str]] = {
     "gsm8k": ("gsm8k/test.jsonl", "gsm8k", "gsm8k-test"),
@@ -44,11 +48,11 @@ KNOWN_SETS: dict[str, tuple[str, str, str]] = {
     "math500": ("math500/test.jsonl", "math", "math500"),
     "svamp": ("svamp/SVAMP.json", "svamp", "svamp"),
     "multiarith": ("multiarith/MultiArith.json", "multiarith", "multiarith"),
-    "processbench:gsm8k": ("processbench/gsm8k.json", "processbench", "processbench-gsm8k"),
-    "processbench:math": ("processbench/math.json", "processbench", "processbench-math"),
+    **{f"processbench:{subset}": (f"processbench/{subset}.json", "processbench", f"processbench-{subset}")
+       for subset in PROCESSBENCH_SUBSETS},
 }
 
-__all__ = ["KNOWN_SETS", "BadRowError", "Location", "load_problems", "problem_id_for", "resolve_dataset"]
+__all__ = ["KNOWN_SETS", "PROCESSBENCH_SUBSETS", "BadRowError", "Location", "load_problems", "problem_id_for", "resolve_dataset"]
 
 
 def problem_id_for(question: str) -> str:

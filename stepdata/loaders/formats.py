@@ -133,17 +133,25 @@ def processbench(record: Mapping[str, Any], location: Location, columns: Mapping
     """ProcessBench: a problem with a model's steps and the human first-error label.
 
     It has no gold answer; the steps, the 0-based label (-1 = no error), the
-    generator and whether the final answer is correct go into ``meta``.
+    generator and whether the final answer is correct go into ``meta``. A bad
+    record's error names its ``id`` too, which is how ProcessBench's people find it.
     """
-    question = _text(record, "problem", location)
+    record_id = record.get("id")
+    named = f" (record id {record_id!r})" if record_id is not None else ""
+    try:
+        question = _text(record, "problem", location)
+    except BadRowError as exc:
+        raise BadRowError(location, "problem", exc.message + named) from None
     steps = record.get("steps")
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-        raise BadRowError(location, "steps", "expected a list of strings")
+        raise BadRowError(location, "steps", f"expected a list of strings{named}")
+    if not steps:
+        raise BadRowError(location, "steps", f"empty: a sample needs at least one step{named}")
     label = record.get("label")
     if not isinstance(label, int) or isinstance(label, bool) or not -1 <= label < len(steps):
-        raise BadRowError(location, "label", f"expected an index in [-1, {len(steps) - 1}], found {label!r}")
+        raise BadRowError(location, "label", f"expected an index in [-1, {len(steps) - 1}], found {label!r}{named}")
     return {
-        "problem_id": record.get("id"),
+        "problem_id": None if record_id is None else str(record_id),
         "question": question,
         "answer": None,
         "solution": None,

@@ -1,32 +1,35 @@
-"""The judge localizer: an LLM names the first wrong step; k samples, majority vote.
+"""The judge localizer: an LLM names the first wrong step; one greedy reply or k sampled votes.
 
-Two protocols, each a template in ``prompts/``:
+Two protocols (:mod:`stepdata.localize.judge_protocols`), each a template in ``prompts/``
+(or a file of the user's, ``judge_template``):
 
-- ``judge_processbench``: paragraphs tagged with their 0-based index, the answer is
-  the index in ``\\boxed{}`` (-1: no error). The last boxed value is read.
-- ``judge_stepdpo``: the reference solution is shown and the judge writes one
-  verdict per step ("Step k: correct / incorrect / neutral"); the first incorrect
-  or neutral step counts, as in Step-DPO's data recipe.
+- ``processbench``: paragraphs tagged with their 0-based index; the judge reasons and
+  ends with the index in ``\\boxed{}`` (-1: no error). The final box is read.
+- ``stepdpo``: the reference solution is shown and steps are numbered from 1; the
+  judge writes its analysis, then one last line ``Decision: step k`` or ``Decision:
+  none``. The last decision line is read.
 
-A reply that cannot be read (no box, not an integer, an index out of range, no
-verdict lines) is recorded as unreadable and never guessed; the vote is taken over
+Decoding follows ProcessBench's reference harness unless told otherwise: one vote is
+greedy, several votes sample at temperature 1.0 and top_p 0.9
+(:func:`~stepdata.localize.judge_protocols.judge_decoding`).
+
+A reply that cannot be read (no final box or decision line, not an index, an index
+out of range) is recorded as unreadable and never guessed; the vote is taken over
 the readable replies (:func:`majority_vote`). Ties go to the earliest real step:
 "no error" (-1) wins only with a strict plurality, because a split between "fine"
 and "step k" is doubt about step k, not agreement that the solution is right.
-Every raw reply is kept in the verdict's evidence, so a judge that could not be
-read (a wrong template, a model that never boxes) shows up in the data instead of
-passing for "no error found".
+Every raw reply (the judge's reasoning included) is kept in the verdict's evidence,
+so a judge that could not be read (a wrong template, a model that never answers in
+the protocol's form) shows up in the data instead of passing for "no error found".
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from stepdata.answers.extract import last_boxed
 from stepdata.generation import GenerationRequest, Generator, SamplingConfig
 from stepdata.localize.base import (
     Fallback,
@@ -35,42 +38,19 @@ from stepdata.localize.base import (
     register_localizer,
     status_for,
 )
+from stepdata.localize.judge_protocols import (
+    JUDGE_MAX_TOKENS,
+    PROTOCOLS,
+    judge_decoding,
+    judge_template,
+    parse_boxed_index,
+    parse_decision_line,
+    protocol_named,
+)
 from stepdata.localize.rules import RulesLocalizer, Tolerance
-from stepdata.prompts import load_prompt
-from stepdata.steps import step_body
 
-PROTOCOLS = ("processbench", "stepdpo")
-_VERDICT = re.compile(r"step\s*(\d+)\s*[:\-.)]?\s*\**\s*(correct|incorrect|neutral)", re.IGNORECASE)
-
-
-def parse_boxed_index(reply: str, n_steps: int) -> int | None:
-    """The index in the reply's last \\boxed{} if it is -1 or a valid step index, else None."""
-    boxed = last_boxed(reply or "")
-    if boxed is None:
-        return None
-    match = re.fullmatch(r"\s*(-?\d+)\s*", boxed)
-    if match is None:
-        return None
-    index = int(match.group(1))
-    return index if -1 <= index < n_steps else None
-
-
-def parse_step_verdicts(reply: str, n_steps: int) -> int | None:
-    """First step judged incorrect or neutral (0-based), -1 if all judged correct, None if unreadable."""
-    verdicts: dict[int, str] = {}
-    for number, verdict in _VERDICT.findall(reply or ""):
-        index = int(number) - 1
-        if 0 <= index < n_steps and index not in verdicts:
-            verdicts[index] = verdict.lower()
-    if not verdicts:
-        return None
-    for index in range(n_steps):
-        verdict = verdicts.get(index)
-        if verdict in ("incorrect", "neutral"):
-            return index
-        if verdict is None:
-            return None  # a gap before any error: cannot tell whether the missing step was wrong
-    return -1
+__all__ = ["PROTOCOLS", "JudgeItem", "JudgeLocalizer", "JudgeVerdict", "judge_evidence", "majority_vote",
+           "parse_boxed_index", "parse_decision_line"]
 
 
 def majority_vote(votes: Sequence[int]) -> int | None:
@@ -153,10 +133,11 @@ class JudgeItem:
 
 
 class JudgeLocalizer:
-    """Asks ``generator`` to locate the first error, ``votes`` samples per solution.
+    """Asks ``generator`` to locate the first error, ``votes`` replies per solution.
 
-    ``temperature`` and ``top_p`` are the judge's sampling settings (k votes need
-    some diversity; defaults 0.7 and 0.95). As a
+    ``temperature`` and ``top_p`` default by :func:`judge_decoding` (greedy for one
+    vote, 1.0 / 0.9 for several); ``template`` is a file replacing the protocol's
+    shipped prompt, checked against its variables here. As a
     :class:`~stepdata.localize.base.Localizer` ("judge") it reads the question (and the
     reference solution, for the Step-DPO protocol).
     """
@@ -165,28 +146,21 @@ class JudgeLocalizer:
     needs = ("question",)
 
     def __init__(self, generator: Generator, protocol: str = "processbench", votes: int = 5,
-                 temperature: float = 0.7, max_tokens: int = 1024, seed: int = 0, top_p: float = 0.95) -> None:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown judge protocol {protocol!r}; expected one of {PROTOCOLS}")
-        self.generator, self.protocol = generator, protocol
-        self.template = load_prompt(f"judge_{protocol}")
+                 temperature: float | None = None, max_tokens: int = JUDGE_MAX_TOKENS, seed: int = 0,
+                 top_p: float | None = None, template: str | None = None) -> None:
+        self.generator, self.protocol = generator, protocol_named(protocol)
+        self.template = judge_template(protocol, template)
+        temperature, top_p = judge_decoding(votes, temperature, top_p)
         self.sampling = SamplingConfig(n=votes, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                        seed=seed)
 
     def request(self, item: JudgeItem) -> GenerationRequest:
-        if self.protocol == "processbench":
-            tagged = "\n\n".join(f"<paragraph_{i}>\n{step.strip()}\n</paragraph_{i}>" for i, step in enumerate(item.steps))
-            messages = self.template.render(question=item.question, tagged_steps=tagged)
-        else:
-            numbered = "\n".join(f"Step {i + 1}: {step_body(step)}" for i, step in enumerate(item.steps))
-            messages = self.template.render(question=item.question, numbered_steps=numbered,
-                                            reference=item.reference or "(none given)")
-        return GenerationRequest.chat(item.item_id, messages)
+        """The chat the judge answers about ``item``: the template filled with the protocol's variables."""
+        values = self.protocol.values(item.question, item.steps, item.reference)
+        return GenerationRequest.chat(item.item_id, self.template.render(**values))
 
     def parse(self, reply: str, n_steps: int) -> int | None:
-        if self.protocol == "processbench":
-            return parse_boxed_index(reply, n_steps)
-        return parse_step_verdicts(reply, n_steps)
+        return self.protocol.parse(reply, n_steps)
 
     def localize(self, items: Sequence[JudgeItem]) -> list[JudgeVerdict]:
         """One vote per item; items without steps get a verdict without asking anyone."""
@@ -219,18 +193,21 @@ class JudgeLocalizer:
 
 
 @register_localizer("judge")
-def make_judge(generator: Generator, protocol: str = "processbench", votes: int = 5, judge_max_tokens: int = 1024,
-               judge_temperature: float = 0.7, judge_top_p: float = 0.95, seed: int = 0) -> JudgeLocalizer:
-    """The "judge" localizer, its options named as the CLI's."""
+def make_judge(generator: Generator, protocol: str = "processbench", votes: int = 5,
+               judge_max_tokens: int = JUDGE_MAX_TOKENS, judge_temperature: float | None = None,
+               judge_top_p: float | None = None, seed: int = 0, judge_template: str | None = None) -> JudgeLocalizer:
+    """The "judge" localizer, its options named as the CLI's (None: :func:`judge_decoding`'s defaults)."""
     return JudgeLocalizer(generator, protocol, votes=votes, temperature=judge_temperature, max_tokens=judge_max_tokens,
-                          seed=seed, top_p=judge_top_p)
+                          seed=seed, top_p=judge_top_p, template=judge_template)
 
 
 @register_localizer("rules+judge")
 def make_rules_then_judge(generator: Generator, rules_tolerance: Tolerance = "written", protocol: str = "processbench",
-                          votes: int = 5, judge_max_tokens: int = 1024, judge_temperature: float = 0.7,
-                          judge_top_p: float = 0.95, seed: int = 0) -> Fallback:
+                          votes: int = 5, judge_max_tokens: int = JUDGE_MAX_TOKENS,
+                          judge_temperature: float | None = None, judge_top_p: float | None = None, seed: int = 0,
+                          judge_template: str | None = None) -> Fallback:
     """The rules first, the judge wherever they find no false claim (a cut solution included: the judge may
     still find an error in the steps it has)."""
-    judge = make_judge(generator, protocol, votes, judge_max_tokens, judge_temperature, judge_top_p, seed)
+    judge = make_judge(generator, protocol, votes, judge_max_tokens, judge_temperature, judge_top_p, seed,
+                       judge_template)
     return Fallback(RulesLocalizer(rules_tolerance), judge, when=("no_error", "unknown", "unfinished"))

@@ -33,10 +33,16 @@ from stepdata.localize.base import (
     needs_of,
 )
 from stepdata.localize.judge import judge_evidence
+from stepdata.localize.judge_protocols import (
+    JUDGE_MAX_TOKENS,
+    judge_decoding,
+    judge_template,
+    template_fingerprint,
+)
 from stepdata.pipeline.block import StageBlock
 from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
 from stepdata.schema import LOCALIZE_STATUSES, LOCALIZED, status_of_error_step
-from stepdata.settings import check_settings, setting
+from stepdata.settings import SettingError, check_settings, setting
 
 METHOD_HELP = ("Any registered localizer. rules: exact checks of every step's arithmetic (no model); exact: rules "
                "plus each step's value against the gold steps (embedded problems); judge: an LLM judge with a "
@@ -55,31 +61,56 @@ class LocalizeConfig:
                                               "decimals it writes (16 / 3 = 5 is false); rounded: an integer may "
                                               "also be a rounding (16 / 3 = 5 holds).", choices=("written", "rounded"))
     protocol: str = setting("processbench", "The judge's prompt protocol.", choices=("processbench", "stepdpo"))
-    votes: int = setting(5, "Judge samples per solution (majority vote).", minimum=1)
-    judge_max_tokens: int = setting(1024, "Most tokens per judge reply.", minimum=1)
-    judge_temperature: float = setting(0.7, "The judge's sampling temperature.", minimum=0)
-    judge_top_p: float = setting(0.95, "The judge's nucleus sampling mass.", minimum=0, maximum=1, min_open=True)
+    votes: int = setting(5, "Judge replies per solution (majority vote over the readable ones).", minimum=1)
+    judge_max_tokens: int = setting(JUDGE_MAX_TOKENS, "Most tokens per judge reply (its reasoning included; "
+                                                      "ProcessBench's reference harness allows 8192).", minimum=1)
+    judge_temperature: float | None = setting(None, "The judge's temperature. Default: 0 (greedy) with one vote, "
+                                                    "1.0 with more (ProcessBench's protocol).", minimum=0)
+    judge_top_p: float | None = setting(None, "The judge's nucleus sampling mass. Default: 0.9 with more than one "
+                                              "vote (1.0 with one).", minimum=0, maximum=1, min_open=True)
+    judge_template: str | None = setting(None, "A judge prompt file of your own (e.g. a published one), rendered "
+                                               "with the protocol's variables (see prompts/README.md); recorded by "
+                                               "path and SHA-256.", metavar="FILE")
     answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, "Rollouts method: " + LAST_NUMBER_HELP)
 
     def __post_init__(self) -> None:
         check_settings(self)
+        try:
+            judge_decoding(self.votes, self.judge_temperature, self.judge_top_p)
+        except ValueError as exc:
+            raise SettingError("judge_temperature", str(exc)) from None
+        if self.judge_template is not None:
+            try:
+                judge_template(self.protocol, self.judge_template)
+            except ValueError as exc:
+                raise SettingError("judge_template", str(exc)) from None
+
+    def judge_decoding(self) -> tuple[float, float]:
+        """The judge's (temperature, top_p): the ones given, else greedy for one vote and 1.0 / 0.9 for more."""
+        return judge_decoding(self.votes, self.judge_temperature, self.judge_top_p)
 
     def answer_policy(self) -> AnswerPolicy:
         return AnswerPolicy.with_options(timeout=self.answer_timeout, last_number_fallback=self.last_number_fallback)
 
     def options(self, **more: Any) -> dict[str, Any]:
         """The options ``method``'s factory takes, from this config and ``more`` (e.g. ``generator``, ``template``)."""
+        temperature, top_p = self.judge_decoding()
         offered = {"rules_tolerance": self.rules_tolerance, "protocol": self.protocol, "votes": self.votes,
-                   "judge_max_tokens": self.judge_max_tokens, "judge_temperature": self.judge_temperature,
-                   "judge_top_p": self.judge_top_p, "rollouts": self.rollouts, "search": self.search,
-                   "answer_policy": self.answer_policy()} | more
+                   "judge_max_tokens": self.judge_max_tokens, "judge_temperature": temperature,
+                   "judge_top_p": top_p, "judge_template": self.judge_template, "rollouts": self.rollouts,
+                   "search": self.search, "answer_policy": self.answer_policy()} | more
         return options_for(self.method, offered)
 
     def recorded(self) -> dict[str, Any]:
-        """What a run records of this config: the method and the options its localizer takes."""
+        """What a run records of this config: the method and the options its localizer takes (the judge's
+        decoding as resolved; a judge template by path and content hash, so a changed file is a changed config)."""
         options = self.options()
         recorded = {"method": self.method} | {k: v for k, v in options.items() if k != "answer_policy"}
+        if recorded.get("judge_template") is not None:
+            recorded["judge_template"] = template_fingerprint(recorded["judge_template"])
+        else:  # the shipped template: recorded as before there was a choice
+            recorded.pop("judge_template", None)
         return recorded | (self.answer_policy().describe() if "answer_policy" in options else {})
 
     def uses_model(self) -> bool:
