@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from stepdata import __version__
 from stepdata.schema import (
+    ADDED_COLUMNS,
     ALLOWED_VALUES,
     SCHEMA_VERSION,
     UNIQUE_COLUMNS,
@@ -310,11 +311,13 @@ def read_table(path: str | os.PathLike, kind: str | None = None) -> pd.DataFrame
     names = pq.read_schema(path).names
     # localized tables written before the status column: derive it from error_step
     derive_status = (kind or meta.get("kind")) == "localized" and "status" not in names and "error_step" in names
+    added = {k: v for k, v in ADDED_COLUMNS.get(kind or meta.get("kind"), {}).items() if k not in names}
     if kind is not None:
         found = meta.get("kind")
         if found is not None and found != kind:
             raise SchemaError(f"{path}: expected a {kind} table, found a {found} table")
-        missing = [n for n in schema_for(kind).names if n not in names and not (derive_status and n == "status")]
+        missing = [n for n in schema_for(kind).names
+                   if n not in names and n not in added and not (derive_status and n == "status")]
         if missing:
             raise SchemaError(f"{path}: {kind} table is missing column(s) {missing}")
     table = pq.read_table(path)
@@ -323,6 +326,8 @@ def read_table(path: str | os.PathLike, kind: str | None = None) -> pd.DataFrame
     df = table.to_pandas()
     if derive_status:
         df.insert(df.columns.get_loc("error_step") + 1, "status", [status_of_error_step(v) for v in df["error_step"]])
+    for name, value in added.items():  # a table written before these columns: what it did not record
+        df[name] = [value] * len(df)
     for field in table.schema:
         if pa.types.is_list(field.type):
             df[field.name] = [None if v is None else list(v) for v in df[field.name]]

@@ -323,7 +323,10 @@ def _stage_step(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path,
     engine = run.engine(model) if model is not None else None
     block = block_cls.build(engine, problems, config)
     block.inherit(lineage)
-    result = make_executor(options, run.recipe.ray, echo=run.echo, environ=run.environ).run(block, table)
+    try:
+        result = make_executor(options, run.recipe.ray, echo=run.echo, environ=run.environ).run(block, table)
+    finally:
+        block.close()  # what the block built itself (a verifier's own engine); the shared policy engine stays
     return Path(options.out), result.stats
 
 

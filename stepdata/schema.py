@@ -150,9 +150,18 @@ ATTEMPTS = pa.schema(
         pa.field("pairs", pa.string()),  # JSON list of pairs-table rows
         pa.field("generated_tokens", pa.int64()),
         pa.field("unfinished", pa.int64()),  # continuations cut at max_tokens (never a chosen side)
-        pa.field("error", pa.string()),  # a failure to retry on resume (generation, answer check)
+        pa.field("error", pa.string()),  # a failure to retry on resume (generation, answer check, verifier)
+        pa.field("verify_calls", pa.int64()),  # what checking the chosen steps cost: the verifier's calls
+        pa.field("verify_tokens", pa.int64()),  # and tokens (prompt + completion)
+        pa.field("verify_checks", pa.string()),  # JSON list: one record per chosen step checked (its verdict, why)
     ]
 )
+
+# Columns added to a table kind after tables of it were written, with the value an older table reads as:
+# read_table fills them, so tables (and resumable parts) written before them stay readable.
+ADDED_COLUMNS: dict[str, dict[str, object]] = {
+    "attempts": {"verify_calls": 0, "verify_tokens": 0, "verify_checks": "[]"},
+}
 
 SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,

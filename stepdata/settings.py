@@ -12,13 +12,18 @@ so a count of 0 where none makes sense, a probability outside its range or a
 negative temperature is refused when the Config is made, from Python, a recipe or
 the command line, with a :class:`SettingError` naming the setting (the command line
 turns it into a usage error naming the option; its options carry the range too).
+
+A setting that is a mapping of options for something pluggable (a verifier's options) is
+declared with default ``()`` and ``multiple=True``: the command line gives repeated
+``KEY=VALUE`` items, a recipe a mapping, and the Config turns either into a dict with
+:func:`options_mapping` (values on the command line read as YAML scalars).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -82,6 +87,40 @@ def check_settings(config: Any) -> None:
         for item in value if isinstance(value, (tuple, list)) else (value,):
             if isinstance(item, bool) or not isinstance(item, (int, float)) or not _in_range(item, metadata):
                 raise SettingError(field.name, f"{field.name} must be {allowed}, got {value!r}")
+
+
+def _scalar(text: str) -> Any:
+    """A command-line value as a YAML scalar (``3`` an int, ``0.5`` a float, ``true`` a bool, ``null`` None);
+    anything that is not a scalar in YAML (``[1, 2]``, ``a: b``) stays the text it is."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if value is None or isinstance(value, (str, bool, int, float)) else text
+
+
+def options_mapping(value: Mapping[str, Any] | Iterable[str] | None, name: str) -> dict[str, Any]:
+    """A mapping setting as a plain dict: a mapping (a recipe's, kept as YAML typed it) or ``KEY=VALUE`` items
+    (the command line's, each value read as a YAML scalar). Raises :class:`SettingError` naming ``name``."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise SettingError(name, f"{name} must be a mapping or KEY=VALUE items, got {value!r}")
+    else:
+        items = []
+        for item in value:
+            key, sep, text = str(item).partition("=")
+            if not sep:
+                raise SettingError(name, f"{name}: {item!r} is not KEY=VALUE")
+            items.append((key.strip(), _scalar(text.strip())))
+    for key, _ in items:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise SettingError(name, f"{name}: {key!r} is not an option name")
+    return dict(items)
 
 
 def field_types(cls: type) -> dict[str, Any]:

@@ -153,6 +153,25 @@ class LocalizerName(click.ParamType):
         return value
 
 
+class VerifierName(LocalizerName):
+    """``--verify``: auto, none or a registered localizer's name (mark and drop, the old spellings, are read
+    by the Config as auto with that action)."""
+
+    name = "verifier"
+    SPECIAL = ("auto", "none")
+    LEGACY = ("mark", "drop")
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        from stepdata.localize import available_localizers
+
+        return "[" + "|".join([*self.SPECIAL, *available_localizers()]) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value in self.SPECIAL or value in self.LEGACY:
+            return value
+        return super().convert(value, param, ctx)
+
+
 def _load_plugins(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
     from stepdata.localize import load_plugin
 

@@ -45,13 +45,16 @@ def option_name(field: dataclasses.Field) -> str:
     return field.metadata.get("cli") or "--" + field.name.replace("_", "-")
 
 
-def _option_for(field: dataclasses.Field, annotation: Any, default: Any, help_text: str | None = None) -> Callable:
+def _option_for(field: dataclasses.Field, annotation: Any, default: Any, help_text: str | None = None,
+                kind: click.ParamType | None = None) -> Callable:
     meta = dict(field.metadata) | ({"help": help_text} if help_text else {})
     base = _base(annotation)
     kwargs: dict[str, Any] = {"help": meta.get("help"), "show_default": default not in (None, (), "")}
+    if kind is not None:  # a value the command checks itself (a name in a registry that plugins extend)
+        return click.option(option_name(field), field.name, type=kind, default=default, **kwargs)
     if meta.get("multiple"):
         return click.option(option_name(field), field.name, multiple=True, metavar=meta.get("metavar"),
-                            help=meta.get("help"))
+                            help=meta.get("help"), default=default)
     if base is bool:
         if default:
             flag = option_name(field)
@@ -74,21 +77,27 @@ def _option_for(field: dataclasses.Field, annotation: Any, default: Any, help_te
 
 
 def config_options(cls: type, *, exclude: Iterable[str] = (), defaults: dict[str, Any] | None = None,
-                   help: dict[str, str] | None = None) -> Callable:
+                   help: dict[str, str] | None = None, kinds: dict[str, click.ParamType] | None = None) -> Callable:
     """A decorator adding one option per field of dataclass ``cls`` (hidden fields and ``exclude`` left out).
 
     ``defaults`` changes a field's command-line default where the command's use differs
-    (eval is greedy); ``help`` replaces a field's help for this command.
+    (eval is greedy); ``help`` replaces a field's help for this command; ``kinds`` gives a
+    field's option a click type of the command's (``--verify``: a registered localizer).
     """
     excluded = set(exclude)
     types = field_types(cls)
 
+    own = set(vars(cls).get("__annotations__", {}))
+    # a Config's own settings first, then those it inherits (a shared block of settings, e.g. the verifier's)
+    fields = sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)
+
     def decorate(func: Callable) -> Callable:
-        for field in reversed(dataclasses.fields(cls)):
+        for field in reversed(fields):
             if field.name in excluded or field.metadata.get("hidden") or "help" not in field.metadata:
                 continue
             default = (defaults or {}).get(field.name, field.default)
-            func = _option_for(field, types[field.name], default, (help or {}).get(field.name))(func)
+            func = _option_for(field, types[field.name], default, (help or {}).get(field.name),
+                               (kinds or {}).get(field.name))(func)
         return func
 
     return decorate

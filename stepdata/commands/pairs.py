@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from stepdata.commands.common import read_pairs
+from stepdata.commands.common import plugin_option, read_pairs
 from stepdata.io import (
     SchemaError,
     UnreadableTable,
@@ -22,7 +22,8 @@ from stepdata.io import (
 @click.argument("shards", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
               help="The output as given to the stage (a pair stage's pairs table; its attempts go beside it).")
-def merge_cmd(shards: tuple[str, ...], out: str) -> None:
+@plugin_option
+def merge_cmd(shards: tuple[str, ...], out: str, plugins: tuple[str, ...]) -> None:
     """Join the shards of one stage run into the table the unsharded run writes at OUT.
 
     SHARDS are the shard tables (a pair stage's attempts or pairs shards); without them
@@ -30,7 +31,8 @@ def merge_cmd(shards: tuple[str, ...], out: str) -> None:
     missing rank, a rank given twice, mixed world sizes, configs or inputs, an unfinished
     shard. Rows go back in input order; a pair stage's pairs are flattened and capped per
     problem over the whole; the summary is recomputed. A later unsharded run of the same
-    stage, config and input finds OUT finished.
+    stage, config and input finds OUT finished. A pair stage that checked its chosen steps
+    with a plugin's localizer needs that --plugin here too (its config names it).
     """
     from stepdata.pipeline.merge import MergeError, find_shards, merge_shards
     from stepdata.pipeline.run import read_stamp

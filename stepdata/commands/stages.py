@@ -11,7 +11,12 @@ from __future__ import annotations
 import click
 import pandas as pd
 
-from stepdata.commands.common import LocalizerName, load_units, plugin_option
+from stepdata.commands.common import (
+    LocalizerName,
+    VerifierName,
+    load_units,
+    plugin_option,
+)
 from stepdata.commands.config_options import build_config, config_options
 from stepdata.generation.engine_config import EngineConfig
 from stepdata.io import SchemaError, read_metadata, read_table
@@ -30,6 +35,7 @@ from stepdata.pipeline.rectify import RectifyConfig, RectifyStage
 from stepdata.pipeline.run import RUN_ERRORS
 from stepdata.pipeline.sample import SampleConfig, SampleStage
 from stepdata.pipeline.synthesize import SynthesizeConfig, SynthesizeStage
+from stepdata.pipeline.verify import describe_verify
 
 USER_ERRORS = (*RUN_ERRORS, SchemaError, BadRowError, FileNotFoundError, KeyValueError, ValueError)
 
@@ -37,10 +43,11 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), e
                                help="Folder holding the named data sets ($STEPDATA_DATA_DIR).")
 
 
-def stage_options(config_cls: type, *, limit_help: str, model_help: str | None = None, exclude: tuple[str, ...] = ()):
+def stage_options(config_cls: type, *, limit_help: str, model_help: str | None = None, exclude: tuple[str, ...] = (),
+                  kinds: dict[str, click.ParamType] | None = None):
     """The options every stage command has: --out, the run's, the engine's and the stage Config's."""
     def decorate(func):
-        func = config_options(config_cls, exclude=exclude)(func)
+        func = config_options(config_cls, exclude=exclude, kinds=kinds)(func)
         func = data_dir_option(func)
         func = config_options(EngineConfig, help={"model": model_help} if model_help else None)(func)
         func = config_options(RunOptions, exclude=("out",), help={"limit": limit_help})(func)
@@ -136,7 +143,8 @@ def localize_cmd(rollouts_table: str, problems_source: str | None, data_dir: str
                f"unjudged or failed; wrote {result.path}")
 
 
-def run_pair_stage(block_cls: type, table: pd.DataFrame, problems: pd.DataFrame, lineage: dict, options: dict) -> None:
+def run_pair_stage(block_cls: type, table: pd.DataFrame, problems: pd.DataFrame, lineage: dict, options: dict,
+                   plugins: tuple[str, ...] = ()) -> None:
     """Rectify or synthesize with the policy given, or else the one the input's lineage records."""
     engine = engine_config(options)
     engine = engine.with_model(engine.model or lineage.get("model"))
@@ -144,6 +152,7 @@ def run_pair_stage(block_cls: type, table: pd.DataFrame, problems: pd.DataFrame,
         raise click.UsageError("give --model (the policy; the input table records none)")
     block = _user_error(block_cls, engine, problems, build_config(block_cls.Config, options))
     block.inherit(lineage)
+    block.recorded = {"plugins": list(plugins)} if plugins else {}
     pair_stage_done(execute(block, table, options).stats, block_cls.name)
 
 
@@ -151,16 +160,27 @@ def pair_stage_done(stats: dict, what: str) -> None:
     outcomes = ", ".join(f"{k} {v}" for k, v in stats.get("outcomes", {}).items())
     click.echo(f"{what}: {stats['pairs']} pairs ({stats['pairs_by_kind']}) from {stats['units']} units; "
                f"outcomes: {outcomes}; capped per problem: {stats['capped_per_problem']}; "
-               f"chosen verified: {stats['chosen_verified']}; wrote {stats['pairs_output']}")
+               f"{describe_verify(stats)}; chosen verified: {stats['chosen_verified']}; "
+               f"wrote {stats['pairs_output']}")
+
+
+def pair_stage_options(config_cls: type, *, limit_help: str):
+    """A pair stage's options: the stage's (``--verify`` checked against the registry, after the eager
+    ``--plugin`` modules registered theirs) and ``--plugin``."""
+    def decorate(func):
+        func = plugin_option(func)
+        return stage_options(config_cls, limit_help=limit_help, kinds={"verify": VerifierName()},
+                             model_help="The policy (default: the model the rollouts were sampled with).")(func)
+    return decorate
 
 
 @click.command("rectify")
 @click.argument("localized", type=click.Path(exists=True, dir_okay=False))
-@stage_options(RectifyConfig, limit_help="Use only the first N rows of LOCALIZED.",
-               model_help="The policy (default: the model the rollouts were sampled with).")
+@pair_stage_options(RectifyConfig, limit_help="Use only the first N rows of LOCALIZED.")
 @click.option("--problems", "problems_source",
               help="Problems table or data set (default: the one the localized table records).")
-def rectify_cmd(localized: str, problems_source: str | None, data_dir: str | None, **options) -> None:
+def rectify_cmd(localized: str, problems_source: str | None, data_dir: str | None, plugins: tuple[str, ...],
+                **options) -> None:
     """Stage 3: continue every localized wrong rollout from its correct prefix with the same policy
     and pair the right continuations' first step with the wrong step (Step-DPO pairs)."""
     build_config(RectifyConfig, options)  # an option out of range is a usage error before anything loads
@@ -168,16 +188,16 @@ def rectify_cmd(localized: str, problems_source: str | None, data_dir: str | Non
     lineage, problems = _user_error(_problems_for, localized, problems_source, data_dir, "rectify")
     if problems is None:
         raise click.UsageError("give --problems (the localized table records none)")
-    run_pair_stage(RectifyStage, table, problems, lineage, options)
+    run_pair_stage(RectifyStage, table, problems, lineage, options, plugins)
 
 
 @click.command("synthesize")
 @click.argument("source")
-@stage_options(SynthesizeConfig, limit_help="Use only the first N rows of SOURCE.",
-               model_help="The policy (default: the model the rollouts were sampled with).")
+@pair_stage_options(SynthesizeConfig, limit_help="Use only the first N rows of SOURCE.")
 @click.option("--problems", "problems_source",
               help="Problems table or data set (default: SOURCE's recorded problems when it is a rollouts table).")
-def synthesize_cmd(source: str, problems_source: str | None, data_dir: str | None, **options) -> None:
+def synthesize_cmd(source: str, problems_source: str | None, data_dir: str | None, plugins: tuple[str, ...],
+                   **options) -> None:
     """Stage 4: step-controlled negatives from the correct rollouts in SOURCE (or from the reference
     solutions of a problems table): continue from step k at a rising temperature until the answer is wrong."""
     from pathlib import Path
@@ -194,7 +214,7 @@ def synthesize_cmd(source: str, problems_source: str | None, data_dir: str | Non
     else:
         problems = table = _user_error(load_units, source, "problems", data_dir)
         lineage = {"problems": problems_reference(source)}
-    run_pair_stage(SynthesizeStage, table, problems, lineage, options)
+    run_pair_stage(SynthesizeStage, table, problems, lineage, options, plugins)
 
 
 COMMANDS = (sample_cmd, localize_cmd, rectify_cmd, synthesize_cmd)

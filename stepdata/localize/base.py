@@ -241,15 +241,23 @@ def options_for(name: str, offered: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in offered.items() if any_option or key in taken}
 
 
-def make_localizer(name: str, **options: Any) -> Localizer:
-    """Build the localizer registered as ``name``; an unknown name, option or missing option is a clear error."""
+def check_options(name: str, options: Collection[str], provided: Collection[str] = ()) -> None:
+    """Refuse what :func:`make_localizer` would refuse about option names, building nothing: an unknown
+    localizer, an option its factory does not take, a required one missing (``provided``: the options the
+    caller adds itself when it builds, e.g. ``generator``). Lets a setting be checked when a config is made,
+    long before a model-based localizer can be built."""
     taken, required, any_option = _signature(name)
     unknown = set() if any_option else set(options) - taken
     if unknown:
         raise ValueError(f"localizer {name!r} does not take option(s) {sorted(unknown)}; it takes {sorted(taken)}")
-    missing = required - set(options)
+    missing = required - set(options) - set(provided)
     if missing:
         raise ValueError(f"localizer {name!r} needs option(s) {sorted(missing)}")
+
+
+def make_localizer(name: str, **options: Any) -> Localizer:
+    """Build the localizer registered as ``name``; an unknown name, option or missing option is a clear error."""
+    check_options(name, options)
     localizer = _FACTORIES[name](**options)
     if not isinstance(localizer, Localizer):
         raise TypeError(f"the factory of localizer {name!r} returned {type(localizer).__name__}, "

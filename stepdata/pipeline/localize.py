@@ -122,6 +122,19 @@ def _value(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def solution_for(problems: pd.DataFrame | None, solution_id: str, problem_id: str, steps: list[str], *,
+                 finished: bool = True, answer_correct: bool | None = None) -> Solution:
+    """What a localizer sees about ``steps``: question, gold answer, reference (the problem's solution) and meta
+    from ``problems`` (indexed by problem_id; nothing when it is None or lacks the problem). One filling for
+    every caller (this stage, the pair stages' chosen-step check), so a localizer sees the same fields anywhere."""
+    problem: dict[str, Any] = {}
+    if problems is not None and problem_id in problems.index:
+        problem = {k: _value(v) for k, v in problems.loc[problem_id].items()}
+    return Solution(solution_id, problem_id, problem.get("question"), steps, answer=problem.get("answer"),
+                    reference=problem.get("solution"), meta=problem.get("meta"), finished=finished,
+                    answer_correct=answer_correct)
+
+
 def _steps(row: dict[str, Any]) -> list[str]:
     steps = row.get("steps")
     return [] if steps is None else list(steps)
@@ -212,14 +225,10 @@ class LocalizeStage(StageBlock):
         return wrong_rollouts(table)
 
     def _solution(self, row: dict[str, Any]) -> Solution:
-        problem: dict[str, Any] = {}
-        if self.problems is not None and row["problem_id"] in self.problems.index:
-            problem = {k: _value(v) for k, v in self.problems.loc[row["problem_id"]].items()}
         correct = _value(row.get("correct"))
-        return Solution(row["rollout_id"], row["problem_id"], problem.get("question"), _steps(row),
-                        answer=problem.get("answer"), reference=problem.get("solution"), meta=problem.get("meta"),
-                        finished=not is_unfinished(row.get("finish_reason")),
-                        answer_correct=None if correct is None else bool(correct))
+        return solution_for(self.problems, row["rollout_id"], row["problem_id"], _steps(row),
+                            finished=not is_unfinished(row.get("finish_reason")),
+                            answer_correct=None if correct is None else bool(correct))
 
     @staticmethod
     def _columns(found: Localization) -> dict[str, Any]:

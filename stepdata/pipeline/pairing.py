@@ -21,20 +21,24 @@ import pandas as pd
 from stepdata.io import read_table, write_text_atomic
 from stepdata.pairs.build import pair_id
 from stepdata.pairs.stats import chosen_verified_counts, pairs_by_kind
-from stepdata.pipeline.block import StageBlock
+from stepdata.pipeline.block import EngineHandle, StageBlock
 from stepdata.pipeline.run import StageRun
+from stepdata.pipeline.verify import ChosenVerifier, verify_stats
 from stepdata.schema import ATTEMPTS, PAIRS
 from stepdata.secrets import scrub_object
 
 
 def attempt_row(unit_id: str, problem_id: str, stage: str, outcome: str | None, *, detail: str | None = None,
                 candidates: int = 0, accepted: int = 0, pairs: Sequence[dict[str, Any]] = (),
-                generated_tokens: int = 0, unfinished: int = 0, error: str | None = None) -> dict[str, Any]:
-    """One attempts-table row (``unfinished``: continuations cut at max_tokens)."""
+                generated_tokens: int = 0, unfinished: int = 0, error: str | None = None, verify_calls: int = 0,
+                verify_tokens: int = 0, verify_checks: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """One attempts-table row (``unfinished``: continuations cut at max_tokens; ``verify_*``: the chosen-step
+    checks, see :mod:`stepdata.pipeline.verify`)."""
     return {"unit_id": unit_id, "problem_id": problem_id, "stage": stage, "outcome": outcome, "detail": detail,
             "candidates": candidates, "accepted": accepted,
             "pairs": json.dumps(list(pairs), ensure_ascii=False), "generated_tokens": generated_tokens,
-            "unfinished": unfinished, "error": error}
+            "unfinished": unfinished, "error": error, "verify_calls": verify_calls, "verify_tokens": verify_tokens,
+            "verify_checks": json.dumps(list(verify_checks), ensure_ascii=False)}
 
 
 def attempts_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -84,6 +88,7 @@ def attempts_stats(attempts: pd.DataFrame) -> dict[str, Any]:
         "unfinished_continuations": int(attempts["unfinished"].fillna(0).sum()),
         "pairs_before_caps": int(sum(len(json.loads(p or "[]")) for p in attempts["pairs"])),
         "generated_tokens": int(attempts["generated_tokens"].fillna(0).sum()),
+        "verify": verify_stats(attempts),
     }
 
 
@@ -115,6 +120,10 @@ class PairStage(StageBlock):
         self._use_template(config.template or "step_by_step")
         self.problems = problems.drop_duplicates("problem_id").set_index("problem_id")
         self.answers = config.answer_policy()
+        # the chosen-step verifier: its own engine (settings only, built when a batch first checks a step), if any
+        verify_engine = config.verify_engine(self.engine_config)
+        self._verify_handle = EngineHandle(verify_engine) if verify_engine is not None else None
+        self._verifier: ChosenVerifier | None = None
 
     def _use_template(self, name: str) -> None:
         from stepdata.prompts import load_prompt
@@ -132,8 +141,28 @@ class PairStage(StageBlock):
             self._continuer = Continuer(self.generator, self.template, self.answers)
         return self._continuer
 
+    @property
+    def verifier(self) -> ChosenVerifier:
+        """The chosen-step verifier (:mod:`stepdata.pipeline.verify`); a model-based one samples from the
+        verifier engine, else from the policy, built when it first has a step to check."""
+        if self._verifier is None:
+            handle = self._verify_handle
+            engine = (lambda: handle.get()) if handle is not None else (lambda: self.generator)
+            self._verifier = ChosenVerifier(self.config, self.problems, engine, template=self.template_name,
+                                            answer_policy=self.answers)
+        return self._verifier
+
+    def close(self) -> None:
+        """Release the engines this block built from settings: the policy's (when owned) and the verifier's."""
+        super().close()
+        if getattr(self, "_verify_handle", None) is not None:
+            self._verify_handle.close()
+            self._verifier = None
+
     def __getstate__(self) -> dict[str, Any]:
-        return super().__getstate__() | {"_continuer": None}  # it holds the engine: rebuilt where it runs
+        # the continuer and the verifier hold engines: rebuilt where the block runs (the verifier engine's
+        # handle travels as its settings)
+        return super().__getstate__() | {"_continuer": None, "_verifier": None}
 
     def inherit(self, lineage: dict[str, Any]) -> None:
         """The input's lineage; its template is used unless the config names one."""
@@ -142,7 +171,8 @@ class PairStage(StageBlock):
             self._use_template(lineage["template"])
 
     def settings(self) -> dict[str, Any]:
-        return super().settings() | {"template": self.template_name}
+        verify_engine = {"verify_engine": self._verify_handle.describe()} if self._verify_handle is not None else {}
+        return super().settings() | {"template": self.template_name} | verify_engine
 
     @classmethod
     def build(cls, engine: Any, problems: pd.DataFrame | None, config: Any) -> PairStage:
@@ -157,7 +187,9 @@ class PairStage(StageBlock):
         return [pairs_path_for(run.final)]
 
     def stats(self, attempts: pd.DataFrame) -> dict[str, Any]:
-        return attempts_stats(attempts)
+        stats = attempts_stats(attempts)
+        stats["verify"] = {"verifier": self.config.verify, "action": self.config.verify_action} | stats["verify"]
+        return stats
 
     def finalize(self, run: StageRun, attempts: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         return finish_pairs(run, attempts, self.config.max_pairs_per_problem)

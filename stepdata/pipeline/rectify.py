@@ -18,33 +18,36 @@ is past the end of the steps, or the steps no longer join to the completion);
 ``unknown_problem``; ``prompt_mismatch`` (the template no longer renders the prompt the
 rollout was sampled with: see :mod:`stepdata.pipeline.lineage`); ``no_correct_continuation``;
 ``no_distinct_step`` (every right continuation's first step equals the rejected one or
-failed verification).
+was dropped by the chosen-step check).
+
+Each distinct chosen step is checked by the verifier the config names (``verify``; see
+:mod:`stepdata.pipeline.verify`), all of a batch's at once, with the rollout's steps before
+the error as its context.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
 from stepdata.answers import AnswerPolicy, is_unfinished
 from stepdata.generation import GenerationRequest, SamplingConfig
-from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
 from stepdata.pipeline.continuer import Prefix
 from stepdata.pipeline.lineage import prompt_mismatch
 from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
 from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP, check_greedy
+from stepdata.pipeline.verify import ChosenStep, UnitChecks, VerifySettings
 from stepdata.settings import check_settings, setting
 from stepdata.steps import join_steps, normalized_step, split_steps
 
-VerifyMode = Literal["mark", "drop", "none"]
-
 
 @dataclass(frozen=True)
-class RectifyConfig:
-    """Stage 3 options. Step-DPO sampled 20 continuations at T=0.8, top_p=0.95; 8 is the default here."""
+class RectifyConfig(VerifySettings):
+    """Stage 3 options. Step-DPO sampled 20 continuations at T=0.8, top_p=0.95; 8 is the default here.
+    The chosen-step check's settings (``verify``, ...) are :class:`~stepdata.pipeline.verify.VerifySettings`."""
 
     template: str | None = setting(None, "The template the rollouts were sampled with (default: the one their "
                                          "table records; a template that no longer renders their prompt is a "
@@ -60,13 +63,11 @@ class RectifyConfig:
                                                 minimum=1)
     max_rollouts_per_problem: int | None = setting(None, "Rectify at most this many localized rollouts per problem "
                                                          "(the rest are counted in the summary's left_out).", minimum=1)
-    verify: VerifyMode = setting("mark", "Check each chosen step (exact checker on embedded problems, arithmetic "
-                                         "rules elsewhere): mark records the verdict in chosen_verified; drop also "
-                                         "drops (and counts) rejected ones.", choices=("mark", "drop", "none"))
     answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_settings(self)
         check_greedy(self.n, self.temperature)
 
@@ -134,6 +135,7 @@ class RectifyStage(PairStage):
             prefix = join_steps(list(row["steps"])[: int(row["error_step"])])
             work.append((row, Prefix(row["rollout_id"], problem["question"], prefix, gold=problem["answer"])))
         continued = self.continuer.continue_and_label([p for _, p in work], self.sampling)
+        drafts: dict[str, _Draft] = {}
         for (row, _), result in zip(work, continued):
             tokens = result.tokens
             self.count_tokens(tokens)
@@ -149,56 +151,76 @@ class RectifyStage(PairStage):
                                                      unfinished=sum(not label.finished for label in row_labels),
                                                      error=failed[0].error)
                 continue
-            out[row["rollout_id"]] = self._pairs_for(row, result.completions, row_labels, tokens)
+            drafts[row["rollout_id"]] = self._draft(row, result.completions, row_labels, tokens)
+        # every chosen step of the batch goes to the verifier at once
+        checks = self.verifier.check_units({key: d.steps for key, d in drafts.items()},
+                                           self.config.max_pairs_per_rollout)
+        for key, draft in drafts.items():
+            out[key] = self._attempt(draft, checks[key])
         return attempts_frame([out[r["rollout_id"]] for r in records])
 
-    def _pairs_for(self, row: dict[str, Any], completions: list[Any],
-                   labels: list[Any], tokens: int) -> dict[str, Any]:
+    def _draft(self, row: dict[str, Any], completions: list[Any], labels: list[Any], tokens: int) -> _Draft:
+        """A unit's distinct chosen steps (first steps of the right continuations), in continuation order."""
+        k = int(row["error_step"])
+        steps = list(row["steps"])
+        right = [c for c, label in zip(completions, labels) if label.correct]
+        draft = _Draft(row, len(completions), len(right), sum(not label.finished for label in labels), tokens)
+        seen = {normalized_step(steps[k])}
+        for completion in right:
+            pieces = split_steps(completion.text)
+            if not pieces or normalized_step(pieces[0]) in seen:
+                continue
+            seen.add(normalized_step(pieces[0]))
+            draft.chosen.append((pieces[0], completion.text[len(pieces[0]):]))
+            draft.steps.append(ChosenStep(f"{row['rollout_id']}:chosen{len(draft.steps)}", row["problem_id"],
+                                          steps[:k], pieces[0]))
+        return draft
+
+    def _attempt(self, draft: _Draft, checks: UnitChecks) -> dict[str, Any]:
+        row = draft.row
         k = int(row["error_step"])
         steps = list(row["steps"])
         problem = self.problems.loc[row["problem_id"]]
-        rejected = steps[k]
-        right = [c for c, label in zip(completions, labels) if label.correct]
-        unfinished = sum(not label.finished for label in labels)
-        rejected_finished = not is_unfinished(row.get("finish_reason"))
-        seen, pairs, failed_check = {normalized_step(rejected)}, [], 0
-        for completion in right:
-            pieces = split_steps(completion.text)
-            if not pieces:
-                continue
-            chosen = pieces[0]
-            key = normalized_step(chosen)
-            if key in seen:
-                continue
-            seen.add(key)
-            verified = verify_step(chosen, k, problem.get("meta")) if self.config.verify != "none" else None
-            if verified is False:
-                failed_check += 1
-                if self.config.verify == "drop":
-                    continue
+        counts = dict(candidates=draft.candidates, accepted=draft.right, generated_tokens=draft.tokens,
+                      unfinished=draft.unfinished, **checks.columns())
+        if checks.error is not None:  # the verifier failed: the unit is redone on resume
+            return attempt_row(row["rollout_id"], row["problem_id"], self.name, None, error=checks.error,
+                               detail=checks.describe(), **counts)
+        pairs = []
+        for i in checks.kept:
+            chosen, rest = draft.chosen[i]
             pairs.append(make_pair(
                 problem_id=row["problem_id"], question=problem["question"], answer=problem["answer"],
                 prompt_messages=prompt_messages_of(self.template.render(question=problem["question"])),
-                prefix_steps=steps[:k], chosen=chosen, rejected=rejected,
-                chosen_rest=completion.text[len(chosen):], rejected_rest=join_steps(steps[k + 1:]),
-                kind="step-dpo", error_step=k, source=problem.get("source"), chosen_verified=verified,
+                prefix_steps=steps[:k], chosen=chosen, rejected=steps[k],
+                chosen_rest=rest, rejected_rest=join_steps(steps[k + 1:]),
+                kind="step-dpo", error_step=k, source=problem.get("source"), chosen_verified=checks.verified(i),
                 model=self.generator.model, sampling=self.sampling.as_record(), localizer=row.get("method"),
-                rejected_finished=rejected_finished,
+                rejected_finished=not is_unfinished(row.get("finish_reason")),
             ))
-            if self.config.max_pairs_per_rollout and len(pairs) >= self.config.max_pairs_per_rollout:
-                break
-        detail = (f"{len(right)} of {len(completions)} continuations right ({unfinished} unfinished); "
-                  f"{len(pairs)} distinct chosen steps; "
-                  f"{failed_check} failed the step check" + (" (dropped)" if self.config.verify == "drop" else ""))
-        if not right:
+        detail = (f"{draft.right} of {draft.candidates} continuations right ({draft.unfinished} unfinished); "
+                  f"{len(draft.chosen)} distinct chosen steps, {len(pairs)} pairs; {checks.describe()}")
+        if not draft.right:
             outcome = "no_correct_continuation"
         elif not pairs:
             outcome = "no_distinct_step"
         else:
             outcome = "pairs"
-        return attempt_row(row["rollout_id"], row["problem_id"], self.name, outcome, detail=detail,
-                           candidates=len(completions), accepted=len(right), pairs=pairs, generated_tokens=tokens,
-                           unfinished=unfinished)
+        return attempt_row(row["rollout_id"], row["problem_id"], self.name, outcome, detail=detail, pairs=pairs,
+                           **counts)
+
+
+@dataclass
+class _Draft:
+    """A rectified unit before its chosen steps are checked."""
+
+    row: dict[str, Any]
+    candidates: int  # continuations generated
+    right: int  # continuations that reached the gold answer
+    unfinished: int
+    tokens: int
+    chosen: list[tuple[str, str]] = field(default_factory=list)  # distinct (chosen step, the rest of its solution)
+    steps: list[ChosenStep] = field(default_factory=list)  # the same, as steps to check
 
 
 def run_rectify(generator: Any, localized: pd.DataFrame, problems: pd.DataFrame, out: str,

@@ -24,24 +24,28 @@ the end guessed from an explicitly stated answer.
 When the regenerated text repeats the original's steps k..m-1 word for word, the
 pair's shared prefix is extended to them and its ``error_step`` is m, the first
 step that differs; a continuation identical to the original is no negative.
+
+The chosen side's first step (the original's step m) is checked by the verifier the
+config names (``verify``; see :mod:`stepdata.pipeline.verify`), all of a batch's at once:
+a right answer does not make every step of the original right.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from stepdata.answers import AnswerPolicy
 from stepdata.generation import STOP_EOS, STOP_LENGTH, GenerationRequest, SamplingConfig
-from stepdata.localize.exact import verify_step
 from stepdata.pairs import make_pair, prompt_messages_of
 from stepdata.pipeline.continuer import Continued, Prefix
 from stepdata.pipeline.lineage import prompt_mismatch
 from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
 from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
+from stepdata.pipeline.verify import ChosenStep, UnitChecks, VerifySettings
 from stepdata.prompts import load_prompt
 from stepdata.settings import check_settings, setting
 from stepdata.steps import (
@@ -57,8 +61,9 @@ UNIT_COLUMNS = ["unit_id", "problem_id", "steps", "wrong_completion", "wrong_fin
 
 
 @dataclass(frozen=True)
-class SynthesizeConfig:
-    """Stage 4 options (defaults from SCDPO's code where it has one)."""
+class SynthesizeConfig(VerifySettings):
+    """Stage 4 options (defaults from SCDPO's code where it has one). The chosen-step check's settings
+    (``verify``, ...) are :class:`~stepdata.pipeline.verify.VerifySettings`."""
 
     template: str | None = setting(None, "Prompt template (default: the one the rollouts table records, else "
                                          "step_by_step).")
@@ -87,6 +92,7 @@ class SynthesizeConfig:
     last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_settings(self)
 
     def answer_policy(self) -> AnswerPolicy:
@@ -176,11 +182,22 @@ class SynthesizeStage(PairStage):
             branches += [_Branch(index, k, r) for k in cuts for r in range(self.config.rounds)]
         errors = self._grow(records, branches)
         self._judge(records, branches)
+        drafts: dict[str, _Draft] = {}
         for index, row in enumerate(records):
             if row["unit_id"] in out:
                 continue
             mine = [b for b in branches if b.unit == index]
-            out[row["unit_id"]] = self._attempt(row, mine, errors.get(index))
+            if index in errors:
+                out[row["unit_id"]] = attempt_row(row["unit_id"], row["problem_id"], self.name, None,
+                                                  candidates=len(mine), generated_tokens=sum(b.tokens for b in mine),
+                                                  error=errors[index])
+                continue
+            drafts[row["unit_id"]] = self._draft(row, mine)
+        # every chosen step of the batch goes to the verifier at once
+        checks = self.verifier.check_units({key: [c.step for c in d.candidates] for key, d in drafts.items()},
+                                           self.config.max_pairs_per_solution)
+        for key, draft in drafts.items():
+            out[key] = self._attempt(draft, checks[key])
         return attempts_frame([out[r["unit_id"]] for r in records])
 
     def _prefix(self, row: dict[str, Any], branch: _Branch, level: int) -> Prefix:
@@ -263,18 +280,15 @@ class SynthesizeStage(PairStage):
             elif label.outcome != "wrong":
                 b.dropped = "still_right" if label.correct else label.outcome
 
-    def _attempt(self, row: dict[str, Any], branches: list[_Branch], error: str | None) -> dict[str, Any]:
-        tokens = sum(b.tokens for b in branches)
-        if error is not None:
-            return attempt_row(row["unit_id"], row["problem_id"], self.name, None, candidates=len(branches),
-                               generated_tokens=tokens, error=error)
-        problem = self.problems.loc[row["problem_id"]]
+    def _draft(self, row: dict[str, Any], branches: list[_Branch]) -> _Draft:
+        """A unit's candidate pairs before their chosen steps are checked: per cut, the first usable round.
+
+        Cuts are examined until the per-solution cap is reached; with ``verify_action`` drop every cut is,
+        since a candidate the check rejects leaves room for a later one.
+        """
         steps = list(row["steps"])
-        messages = prompt_messages_of(self.template.render(question=problem["question"]))
-        common = dict(problem_id=row["problem_id"], question=problem["question"], answer=problem["answer"],
-                      prompt_messages=messages, source=problem.get("source"), model=self.generator.model,
-                      localizer="step-controlled")
-        pairs, seen = [], set()
+        cap = self.config.max_pairs_per_solution if self.config.verify_action != "drop" else None
+        draft, seen = _Draft(row, branches), set()
         for cut in sorted({b.cut for b in branches}):
             for branch in sorted((b for b in branches if b.cut == cut and b.dropped is None), key=lambda b: b.round):
                 divergence = first_divergence(steps, cut, branch.text)
@@ -286,15 +300,36 @@ class SynthesizeStage(PairStage):
                     branch.dropped = "duplicate_negative"
                     continue
                 seen.add((error_step, normalized_step(rejected)))
-                pairs.append(make_pair(**common, prefix_steps=steps[:error_step], chosen=join_steps(steps[error_step:]),
-                                       rejected=rejected, kind="scdpo", error_step=error_step,
-                                       chosen_verified=verify_step(steps[error_step], error_step, problem.get("meta")),
-                                       sampling={"schedule": [self.config.temperature(i) for i in range(4)],
-                                                 "top_p": self.config.top_p, "rounds": self.config.rounds,
-                                                 "seed": self.config.seed}))
+                step = ChosenStep(f"{row['unit_id']}@{cut}", row["problem_id"], steps[:error_step], steps[error_step])
+                draft.candidates.append(_Candidate(error_step, rejected, step))
                 break
-            if self.config.max_pairs_per_solution and len(pairs) >= self.config.max_pairs_per_solution:
+            if cap and len(draft.candidates) >= cap:
                 break
+        return draft
+
+    def _attempt(self, draft: _Draft, checks: UnitChecks) -> dict[str, Any]:
+        row, branches = draft.row, draft.branches
+        tokens = sum(b.tokens for b in branches)
+        problem = self.problems.loc[row["problem_id"]]
+        steps = list(row["steps"])
+        messages = prompt_messages_of(self.template.render(question=problem["question"]))
+        common = dict(problem_id=row["problem_id"], question=problem["question"], answer=problem["answer"],
+                      prompt_messages=messages, source=problem.get("source"), model=self.generator.model,
+                      localizer="step-controlled")
+        if checks.error is not None:  # the verifier failed: the unit is redone on resume
+            return attempt_row(row["unit_id"], row["problem_id"], self.name, None, candidates=len(branches),
+                               generated_tokens=tokens, error=checks.error, detail=checks.describe(),
+                               **checks.columns())
+        pairs = []
+        for i in checks.kept:
+            candidate = draft.candidates[i]
+            k = candidate.error_step
+            pairs.append(make_pair(**common, prefix_steps=steps[:k], chosen=join_steps(steps[k:]),
+                                   rejected=candidate.rejected, kind="scdpo", error_step=k,
+                                   chosen_verified=checks.verified(i),
+                                   sampling={"schedule": [self.config.temperature(i) for i in range(4)],
+                                             "top_p": self.config.top_p, "rounds": self.config.rounds,
+                                             "seed": self.config.seed}))
         wrong_completion = row.get("wrong_completion")
         if self.config.dpo_pairs and isinstance(wrong_completion, str) and wrong_completion.strip():
             pairs.append(make_pair(**common, prefix_steps=[], chosen=join_steps(steps), rejected=wrong_completion,
@@ -306,12 +341,31 @@ class SynthesizeStage(PairStage):
                 drops[b.dropped] = drops.get(b.dropped, 0) + 1
         accepted = sum(1 for b in branches if b.dropped is None)
         unfinished = drops.get("unfinished", 0)
-        detail = f"{len(branches)} continuations, {accepted} wrong and usable; dropped {drops or 'none'}"
+        detail = (f"{len(branches)} continuations, {accepted} wrong and usable; dropped {drops or 'none'}; "
+                  f"{checks.describe()}")
         outcome = "pairs" if pairs else ("all_still_right" if drops.get("still_right") == len(branches) and branches
                                          else "no_usable_negative")
         return attempt_row(row["unit_id"], row["problem_id"], self.name, outcome, detail=detail,
                            candidates=len(branches), accepted=accepted, pairs=pairs, generated_tokens=tokens,
-                           unfinished=unfinished)
+                           unfinished=unfinished, **checks.columns())
+
+
+@dataclass
+class _Candidate:
+    """An SCDPO pair before its chosen step is checked: where it diverges, the rejected text, the step to check."""
+
+    error_step: int
+    rejected: str
+    step: ChosenStep
+
+
+@dataclass
+class _Draft:
+    """A unit's branches and candidate pairs, between generation and the chosen-step check."""
+
+    row: dict[str, Any]
+    branches: list[_Branch]
+    candidates: list[_Candidate] = field(default_factory=list)
 
 
 def first_divergence(steps: list[str], cut: int, continuation: str) -> tuple[int, str] | None:
