@@ -29,7 +29,8 @@ def bench_group() -> None:
 @engine_options(required=False)
 @plugin_option
 @click.option("--localizer", type=LocalizerName(), default="rules", show_default=True,
-              help="Any registered localizer that reads no more than the question and the steps.")
+              help="Any registered localizer that reads no more than the question and the steps. With prm, "
+                   "--model is the PRM and --backend its engine (vllm or hf).")
 @config_options(LocalizeConfig, exclude=BENCH_EXCLUDES)
 @click.option("--subset", "subsets", multiple=True, type=click.Choice(["gsm8k", "math"]), default=("gsm8k", "math"),
               show_default=True)
@@ -48,6 +49,10 @@ def bench_processbench_cmd(backend: str, model: str | None, base_url: str | None
 
     if "generator" in required_options(localizer) and model is None:
         raise click.UsageError(f"--localizer {localizer} needs --model (the judge)")
+    if localizer == "prm":  # --model is the PRM, --backend its engine
+        from stepdata.commands.prm_options import prm_settings
+
+        settings = prm_settings(settings, backend, model)
     config = build_config(LocalizeConfig, settings, method=localizer)
     options = {k: v for k, v in config.options().items() if k != "answer_policy"}  # ProcessBench gives no answer
     needs_model = model is not None and config.uses_model()
