@@ -139,6 +139,19 @@ def test_markers_that_are_not_one_token_and_a_missing_separator_are_clear_errors
         make_localizer("prm", prm_model=prms["step_tag"], prm_family="orm")
 
 
+def test_nan_scores_are_unknown_never_no_error(prms, tmp_path):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    broken = AutoModelForTokenClassification.from_pretrained(prms["token_classify"])
+    broken.score.bias.data.fill_(float("nan"))
+    broken.save_pretrained(tmp_path / "nan")
+    AutoTokenizer.from_pretrained(prms["token_classify"]).save_pretrained(tmp_path / "nan")
+    prm = make_localizer("prm", prm_model=str(tmp_path / "nan"), prm_family="token_classify")
+    found = prm.locate([solution(STEPS)])[0]
+    prm.close()
+    assert (found.status, found.error, found.calls) == ("unknown", "prm: the model gave NaN scores", 0)
+
+
 def test_a_localizer_travels_without_its_model(hf):
     localizer = hf["step_tag"]
     before = localizer.locate([solution(STEPS)])[0]

@@ -155,13 +155,13 @@ class PRMLocalizer:
 
     @property
     def loaded(self) -> tuple[Any, PRMFormat]:
-        """(the scorer, the input format), loaded now if this process has not loaded them for these settings."""
-        if self._loaded is None:
-            with _LOADING:
-                key = self._key()
-                if key not in _LOADED:
-                    _LOADED[key] = self._load()
-                self._loaded = _LOADED[key]
+        """(the scorer, the input format), loaded now if this process has not loaded them for these settings
+        (or another localizer sharing them closed them)."""
+        with _LOADING:
+            key = self._key()
+            if key not in _LOADED:
+                _LOADED[key] = self._load()
+            self._loaded = _LOADED[key]
         return self._loaded
 
     def close(self) -> None:
@@ -219,8 +219,12 @@ class PRMLocalizer:
             asked.append(i)
             encoded.append(e)
         for i, e, logits in zip(asked, encoded, scorer.logits(encoded, self.batch_size)):
-            results[i] = (Scored(None, 0, logits) if isinstance(logits, str)
-                          else Scored(softmax_column(logits, form.good_column), len(e.ids), None))
+            if isinstance(logits, str):
+                results[i] = Scored(None, 0, logits)
+                continue
+            scores = softmax_column(logits, form.good_column)
+            finite = all(math.isfinite(score) for score in scores)  # a NaN is below no threshold: never "no error"
+            results[i] = Scored(scores, len(e.ids), None) if finite else Scored(None, 0, "the model gave NaN scores")
         return results
 
     def locate(self, solutions: Sequence[Solution]) -> list[Localization]:
