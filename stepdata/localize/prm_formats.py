@@ -15,6 +15,8 @@ Three families (``prm_family``):
   TRL's layout exactly: BOS (when the tokenizer has one), the question's tokens,
   then each step's tokens followed by the tokens of the step separator (default
   ``"\\n"``); label 1 (good) is read at the last token of each step's separator.
+  (The installed TRL 1.16 no longer ships PRMTrainer; this is the layout of
+  ``PRMTrainer.tokenize_row`` in TRL's ``trl/experimental/prm/prm_trainer.py``.)
 
 Model text is untrusted: a step that contains the separator or the step tag
 would add a scoring position and shift every score after it, so the marker is
