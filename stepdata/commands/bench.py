@@ -87,7 +87,8 @@ def bench_group() -> None:
 @engine_options(required=False)
 @plugin_option
 @click.option("--localizer", type=LocalizerName(), default="rules", show_default=True,
-              help="Any registered localizer that reads no more than the question and the steps.")
+              help="Any registered localizer that reads no more than the question and the steps. With prm, "
+                   "--model is the PRM and --backend its engine (vllm or hf).")
 @config_options(LocalizeConfig, exclude=BENCH_EXCLUDES, defaults=BENCH_DEFAULTS, help=BENCH_HELP)
 @click.option("--subset", "subsets", multiple=True, type=click.Choice(list(PROCESSBENCH_SUBSETS)),
               help="A subset (repeatable), read from DATA_DIR/processbench/<subset>.json. Default: every subset "
@@ -131,6 +132,10 @@ def bench_processbench_cmd(backend: str, model: str | None, base_url: str | None
     thresholds = parse_sweep(sweep_values)
     if "generator" in required_options(localizer) and model is None:
         raise click.UsageError(f"--localizer {localizer} needs --model (the judge)")
+    if localizer == "prm":  # --model is the PRM, --backend its engine
+        from stepdata.commands.prm_options import prm_settings
+
+        settings = prm_settings(settings, backend, model)
     config = build_config(LocalizeConfig, settings, method=localizer)
     plan, skipped = plan_subsets(subsets, files, data_dir)
     loaded = {}

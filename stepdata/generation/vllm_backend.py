@@ -132,6 +132,42 @@ def server_arguments(model: str, settings: dict[str, Any], *, host: str = "127.0
     return args
 
 
+def start_llm(model: str, **options: Any) -> tuple[Any, dict[str, Any], str]:
+    """``vllm.LLM`` for ``model`` with our settings: (the engine, its settings, the dtype it runs in).
+
+    One place for every offline engine we start (the generator, the PRM localizer's pooling
+    engine): the dtype is ours (:mod:`stepdata.generation.dtypes`), the CPU defaults are
+    :func:`engine_settings`', and a library user who has not configured the engines' logs
+    gets vLLM's warnings, not its INFO lines (a user's own VLLM_LOGGING_LEVEL wins).
+    """
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    chosen, note = choose_vllm_dtype(model, options.get("dtype", "auto"))
+    if note:
+        log.warning(note)
+    cuda = cuda_available()
+    if not cuda:
+        prepare_cpu_environment()
+    settings = engine_settings(model, cuda=cuda, **(options | {"dtype": chosen}))
+    from vllm import LLM
+
+    llm = LLM(model=model, **settings)
+    dtype = canonical_dtype(llm.llm_engine.model_config.dtype)
+    if chosen != "auto" and dtype != chosen:
+        log.warning("vLLM runs %s in %s, not the %s asked for", model, dtype, chosen)
+    log.info("vllm: %s in %s", model, dtype)
+    return llm, settings, dtype
+
+
+def shutdown_llm(llm: Any) -> None:
+    """Stop an engine :func:`start_llm` made (its worker processes with it); None is a no-op."""
+    if llm is None:
+        return
+    engine = getattr(llm, "llm_engine", None)
+    shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
 class VLLMGenerator(Generator):
     """Samples with ``vllm.LLM``; engine options pass through unchanged.
 
@@ -142,25 +178,9 @@ class VLLMGenerator(Generator):
     backend = "vllm"
 
     def __init__(self, model: str, **options: Any) -> None:
-        # A library user who has not configured the engines' logs gets vLLM's warnings,
-        # not its INFO lines (on stdout); a user's own VLLM_LOGGING_LEVEL wins.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        chosen, note = choose_vllm_dtype(model, options.get("dtype", "auto"))
-        if note:
-            log.warning(note)
-        cuda = cuda_available()
-        if not cuda:
-            prepare_cpu_environment()
-        self.engine_options = engine_settings(model, cuda=cuda, **(options | {"dtype": chosen}))
-        from vllm import LLM
-
         super().__init__(model)
-        self.llm = LLM(model=model, **self.engine_options)
+        self.llm, self.engine_options, self.dtype = start_llm(model, **options)
         self.tokenizer = self.llm.get_tokenizer()
-        self.dtype = canonical_dtype(self.llm.llm_engine.model_config.dtype)
-        if chosen != "auto" and self.dtype != chosen:
-            log.warning("vLLM runs %s in %s, not the %s asked for", model, self.dtype, chosen)
-        log.info("vllm: %s in %s", model, self.dtype)
 
     def render(self, request: GenerationRequest) -> str:
         return render_prompt(self.tokenizer, request)
@@ -229,8 +249,4 @@ class VLLMGenerator(Generator):
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
-        if llm is not None:
-            engine = getattr(llm, "llm_engine", None)
-            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
-            if callable(shutdown):
-                shutdown()
+        shutdown_llm(llm)

@@ -2,7 +2,7 @@
 
 Every localizer speaks one interface (:mod:`stepdata.localize.base`); importing this
 package registers the built-ins ("rules", "exact", "judge", "rules+judge",
-"rollouts"), so :func:`make_localizer` finds them by name.
+"rollouts", "prm"), so :func:`make_localizer` finds them by name.
 """
 
 from stepdata.localize.base import (
@@ -21,6 +21,7 @@ from stepdata.localize.base import (
 )
 from stepdata.localize.exact import ExactLocalizer
 from stepdata.localize.judge import JudgeLocalizer
+from stepdata.localize.prm import PRMLocalizer
 from stepdata.localize.rollouts import RolloutLocalizer
 from stepdata.localize.rules import (
     Claim,
@@ -37,6 +38,7 @@ __all__ = [
     "JudgeLocalizer",
     "Localization",
     "Localizer",
+    "PRMLocalizer",
     "RolloutLocalizer",
     "RulesLocalizer",
     "RulesVerdict",

@@ -47,7 +47,12 @@ from stepdata.settings import SettingError, check_settings, setting
 METHOD_HELP = ("Any registered localizer. rules: exact checks of every step's arithmetic (no model); exact: rules "
                "plus each step's value against the gold steps (embedded problems); judge: an LLM judge with a "
                "majority vote; rules+judge: the judge only where rules find no false claim; rollouts: Monte-Carlo "
-               "continuations from each prefix with --model as the policy.")
+               "continuations from each prefix with --model as the policy; prm: a process reward model "
+               "(--prm-model) scores every step, the first below --threshold is the error.")
+PRM_FAMILY_HELP = ("prm method: how the PRM reads a solution. separator: Qwen2.5-Math-PRM (chat template, a "
+                   "separator token after each step, two-class head); step_tag: Math-Shepherd (a causal LM, a tag "
+                   "after each step, the good/bad tokens' logits); token_classify: a token-classification model "
+                   "trained by TRL's PRMTrainer.")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,23 @@ class LocalizeConfig:
                                                "path and SHA-256.", metavar="FILE")
     answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, "Rollouts method: " + LAST_NUMBER_HELP)
+    # the prm method (its own model, loaded on first use; the stage's --model is not used)
+    prm_model: str | None = setting(None, "prm method: the process reward model's folder.")
+    prm_family: str = setting("separator", PRM_FAMILY_HELP, choices=("separator", "step_tag", "token_classify"))
+    prm_engine: str = setting("hf", "prm method: the engine that runs the PRM (hf: transformers; vllm: a vLLM "
+                                    "pooling engine).", choices=("hf", "vllm"))
+    threshold: float = setting(0.5, "prm method: the first step whose P(good) is below this is the error.",
+                               minimum=0, maximum=1)
+    prm_separator: str | None = setting(None, "prm method: the step separator (separator family: a token of the "
+                                              "PRM's tokenizer, default <extra_0>; token_classify: TRL's "
+                                              "step_separator, default a newline).")
+    prm_step_tag: str = setting("ки", "prm method, step_tag family: the tag written after each step.")
+    prm_good_token: str = setting("+", "prm method, step_tag family: the token that means a good step.")
+    prm_bad_token: str = setting("-", "prm method, step_tag family: the token that means a bad step.")
+    prm_batch_size: int = setting(8, "prm method: solutions per forward pass (hf engine).", minimum=1)
+    prm_max_length: int | None = setting(None, "prm method: the longest input in tokens (default: the PRM's "
+                                               "context); a longer solution is not scored (unknown, with an error).",
+                                         minimum=1)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -99,7 +121,11 @@ class LocalizeConfig:
         offered = {"rules_tolerance": self.rules_tolerance, "protocol": self.protocol, "votes": self.votes,
                    "judge_max_tokens": self.judge_max_tokens, "judge_temperature": temperature,
                    "judge_top_p": top_p, "judge_template": self.judge_template, "rollouts": self.rollouts,
-                   "search": self.search, "answer_policy": self.answer_policy()} | more
+                   "search": self.search, "answer_policy": self.answer_policy(), "prm_model": self.prm_model,
+                   "prm_family": self.prm_family, "prm_engine": self.prm_engine, "threshold": self.threshold,
+                   "prm_separator": self.prm_separator, "prm_step_tag": self.prm_step_tag,
+                   "prm_good_token": self.prm_good_token, "prm_bad_token": self.prm_bad_token,
+                   "prm_batch_size": self.prm_batch_size, "prm_max_length": self.prm_max_length} | more
         return options_for(self.method, offered)
 
     def recorded(self) -> dict[str, Any]:
