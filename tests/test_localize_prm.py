@@ -203,10 +203,16 @@ def test_bench_processbench_with_a_prm_on_transformers(prms, hf, shared_data, tm
     report = tmp_path / "bench.json"
     result = CliRunner().invoke(main, ["bench", "processbench", "--localizer", "prm", "--model", prms["step_tag"],
                                        "--backend", "hf", "--prm-family", "step_tag", "--subset", "gsm8k",
-                                       "--limit", "4", "--data-dir", str(shared_data), "--json", str(report)])
+                                       "--limit", "4", "--data-dir", str(shared_data), "--json", str(report),
+                                       "--sweep", "0.3,0.7"])
     assert result.exit_code == 0, result.output
-    bench = json.loads(report.read_text())[0]
+    written = json.loads(report.read_text())
+    bench = written["subsets"][0]
     assert bench["samples"] == 4 and bench["calls"] == 4 and bench["no_verdict"] == 0
+    # the sweep re-applies thresholds to the stored step scores; its operating point is --threshold's default
+    assert written["sweep"]["operating_threshold"] == 0.5 and "flatters" in result.output
+    assert [row["threshold"] for row in written["sweep"]["rows"]] == [0.3, 0.5, 0.7]
+    assert all(len(p["step_scores"]) >= 1 for p in written["predictions"])
     openai = CliRunner().invoke(main, ["bench", "processbench", "--localizer", "prm", "--model", prms["step_tag"],
                                        "--backend", "openai", "--limit", "4", "--data-dir", str(shared_data)])
     assert openai.exit_code == 2 and "cannot score steps" in openai.output
@@ -245,5 +251,5 @@ def test_bench_processbench_with_a_prm_on_vllm(on_vllm, prms, shared_data, tmp_p
                                        "--backend", "vllm", "--prm-family", family, "--subset", "gsm8k",
                                        "--limit", "4", "--data-dir", str(shared_data), "--json", str(report)])
     assert result.exit_code == 0, result.output
-    bench = json.loads(report.read_text())[0]
+    bench = json.loads(report.read_text())["subsets"][0]
     assert bench["samples"] == 4 and bench["calls"] == 4 and bench["no_verdict"] == 0

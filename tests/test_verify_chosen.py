@@ -328,3 +328,25 @@ def test_old_attempts_tables_read_and_a_block_travels_without_its_verifier_engin
     assert copy._verifier is None and not copy._verify_handle.built
     engine = copy.settings()["verify_engine"]
     assert (engine["backend"], engine["model"]) == ("openai", "judge")
+
+
+@requires_torch
+def test_a_prm_verifies_each_chosen_step_after_its_prefix(policy, tmp_path):
+    """The prm localizer as the verifier (a tiny random step_tag PRM on transformers): it scores the prefix and
+    the chosen step; the threshold decides. At 0 no step is below it (every chosen step accepted); at 1 every
+    step is, so the first error is in the prefix (doubted, None), never a verdict on the chosen step."""
+    from tiny_models import build_tiny_step_tag_prm
+
+    prm = str(build_tiny_step_tag_prm(tmp_path / "prm"))
+    options = {"prm_model": prm, "prm_family": "step_tag"}
+    pairs, stats = rectify(policy, tmp_path / "low.parquet", verify="prm", verify_action="drop",
+                           verify_options=options | {"threshold": 0.0})
+    assert len(pairs) == 12 and pairs.chosen_verified.all() and stats["verify"]["verified_true"] == 12
+    assert stats["verify"]["calls"] == 12 and stats["verify"]["tokens"] > 0
+    checks = [c for cell in read_table(tmp_path / "low.attempts.parquet", kind="attempts").verify_checks
+              for c in json.loads(cell)]
+    assert {c["method"] for c in checks} == {"prm"}
+    assert all(len(c["evidence"]["step_scores"]) == 2 for c in checks), "prefix step + chosen step scored"
+    pairs, stats = rectify(policy, tmp_path / "high.parquet", verify="prm", verify_options=options | {"threshold": 1.0})
+    assert len(pairs) == 12 and pairs.chosen_verified.isna().all()
+    assert stats["verify"]["none_reasons"]["prefix_doubted"] == 12

@@ -200,20 +200,20 @@ class ChosenVerdict:
     calls: int = 0
     tokens: int = 0
     error: str | None = None
+    evidence: dict[str, Any] | None = None  # the localizer's whole evidence (a PRM's step scores, a judge's replies)
 
     def record(self, step: ChosenStep, dropped: bool) -> dict[str, Any]:
         """The attempts table's record of this check (one item of ``verify_checks``)."""
         return {"check_id": step.check_id, "step": step.index, "chosen": step.chosen, "verified": self.verified,
                 "reason": self.reason, "method": self.method, "status": self.status, "error_step": self.error_step,
-                "note": None if self.note is None else self.note[:500], "calls": self.calls, "tokens": self.tokens,
-                "error": self.error, "dropped": dropped}
+                "note": None if self.note is None else self.note[:500], "evidence": self.evidence, "calls": self.calls,
+                "tokens": self.tokens, "error": self.error, "dropped": dropped}
 
 
 def chosen_verdict(found: Localization, index: int) -> ChosenVerdict:
     """A localizer's answer about prefix + chosen step (chosen at ``index``) as a verdict on the chosen step."""
     cost = {"method": found.method, "status": found.status, "error_step": found.error_step,
-            "note": found.note if found.note is not None else found.rationale, "calls": found.calls,
-            "tokens": found.tokens}
+            "note": found.note, "evidence": found.evidence or None, "calls": found.calls, "tokens": found.tokens}
     if found.error is not None:
         return ChosenVerdict(None, "failed", error=found.error, **cost)
     if found.status == "error" and found.error_step == index:
