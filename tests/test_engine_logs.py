@@ -1,4 +1,5 @@
-"""Engine logs: a vLLM start prints our lines only, unless -v (slow: two vLLM starts on CPU, with the tiny test model)."""
+"""Engine logs: a vLLM start prints our lines only, unless -v; the quiet start also shows the engine keeps the
+float32 tiny model in float32 (slow: two vLLM starts on CPU, with the tiny test model)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ def generate(model: Path, *flags: str) -> subprocess.CompletedProcess:
 def test_engines_are_quiet_unless_verbose(tiny_model_dir):
     quiet = generate(tiny_model_dir)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
-    assert json.loads(quiet.stdout)["completions"], "stdout holds the command's JSON and nothing else"
+    reply = json.loads(quiet.stdout)
+    assert reply["completions"], "stdout holds the command's JSON and nothing else"
+    # the same start checks the dtype: vLLM's own choice ("auto") would run the float32 tiny model in bfloat16
+    assert reply["engine"] == {"backend": "vllm", "model": str(tiny_model_dir), "dtype": "float32"}
     lines = quiet.stderr.splitlines()
     noise = [line for line in lines if not OURS.match(line)]
     assert len(noise) < 10, "\n".join(noise)
