@@ -12,8 +12,6 @@ from conftest import requires_torch
 
 from stepdata.io import read_metadata
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def model_folder(tmp_path: Path, config: dict) -> Path:
     folder = tmp_path / "model"
