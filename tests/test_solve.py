@@ -258,3 +258,21 @@ def test_solve_command_writes_the_table_and_a_summary_with_a_confidence_interval
     summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
     assert summary["stage_stats"]["ci95"] == list(wilson_interval(2, 4))
     assert len(read_table(out, kind="solved")) == 4
+
+
+def test_eval_strategy_stepco_solves_each_model_and_writes_its_rows(tmp_path):
+    problems = tmp_path / "problems.parquet"
+    write_table(PROBLEMS, problems, "problems")
+    with FaultyOpenAIServer(reply_body=Policy(), tokens_per_choice=TOKENS) as server:
+        args = ["eval", "--model", "policy", "--backend", "openai", "--base-url", server.base_url, "--data",
+                str(problems), "--strategy", "stepco", "--temperature", "0.8", "--verifier", "exact",
+                "--max-iterations", "2", "--out", str(tmp_path / "eval")]
+        result = CliRunner().invoke(main, args)
+    with FaultyOpenAIServer(reply_body=Policy(), tokens_per_choice=TOKENS) as server:
+        args[6] = server.base_url
+        greedy = CliRunner().invoke(main, [*args[:9], "--strategy", "greedy"])
+    assert result.exit_code == 0, result.output
+    assert "accuracy 50.0% (95% CI 15.0-85.0%)" in result.output
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["results"][0]["accuracy"] == 0.5 and report["results"][0]["rows_file"] == "00-policy.solved.parquet"
+    assert greedy.exit_code == 0 and "25.0%" in greedy.output  # today's eval: only the right-at-once problem

@@ -74,3 +74,41 @@ def solve_cmd(problems: str, data_dir: str | None, plugins: tuple[str, ...], **o
     result = execute(block, table, options)
     click.echo(f"solved {result.summary.get('rows')} problems with {config.strategy}: {describe_solved(result.stats)}; "
                f"wrote {result.path} (summary in {result.path}.summary.json)")
+
+
+def eval_by_solving(models: tuple[str, ...], problems: Any, label: str, config: SolveConfig, batch_size: int | None,
+                    out: str | None, make_engine: Any) -> None:
+    """``eval --strategy best-of-n|stepco``: each model solves the problems (resumably under ``out``) and one line
+    per model is printed; ``out/eval.json`` gets every model's summary and ``out/NN-<model>.solved.parquet`` its rows."""
+    import json
+    import re
+    import tempfile
+    from pathlib import Path
+
+    import stepdata
+    from stepdata.io import write_text_atomic
+    from stepdata.pipeline.run import RUN_ERRORS
+    from stepdata.secrets import scrub_object
+    from stepdata.solve import run_solve
+
+    folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="stepdata-eval-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    for index, model in enumerate(models):
+        click.echo(f"solving {len(problems)} problems of {label} with {model} ({config.strategy}) ...", err=True)
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model.rstrip("/")).name or "model")[:60]
+        path = folder / f"{index:02d}-{slug}.solved.parquet"
+        generator = make_engine(model)
+        try:
+            _, stats = run_solve(generator, problems, str(path), config, batch_size=batch_size or max(len(problems), 1))
+        except RUN_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            generator.close()
+        click.echo(f"{model} | {label} | {len(problems)} problems | {describe_solved(stats)}")
+        summaries.append({"model": model, "data": label, "rows_file": path.name, **stats})
+    if out:
+        report = {"stepdata_version": stepdata.__version__, "config": {"command": "eval", "data": label,
+                                                                       "solve": config.__dict__}, "results": summaries}
+        written = write_text_atomic(folder / "eval.json", json.dumps(scrub_object(report), indent=2, default=str) + "\n")
+        click.echo(f"wrote {written}")
