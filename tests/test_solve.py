@@ -16,6 +16,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import requires_torch
 from fake_openai_server import FaultyOpenAIServer
 
 from cli import main
@@ -276,3 +277,20 @@ def test_eval_strategy_stepco_solves_each_model_and_writes_its_rows(tmp_path):
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["results"][0]["accuracy"] == 0.5 and report["results"][0]["rows_file"] == "00-policy.solved.parquet"
     assert greedy.exit_code == 0 and "25.0%" in greedy.output  # today's eval: only the right-at-once problem
+
+
+@requires_torch
+def test_stepco_with_a_real_tiny_model_keeps_each_prefix_and_counts_every_token(tmp_path, tiny_model_dir):
+    """The same loop on the hf backend with a random tiny model: its text is noise, so only what holds for any
+    text is checked (a revision starts with the kept steps; policy tokens are the attempts' tokens)."""
+    config = SolveConfig(strategy="stepco", verifier="exact", max_iterations=1, max_tokens=12)
+    with make_generator("hf", str(tiny_model_dir)) as generator:
+        rows, stats = run_solve(generator, PROBLEMS.iloc[:2], str(tmp_path / "tiny.parquet"), config, progress=False)
+    assert rows.error.isna().all() and stats["problems"] == 2 and rows.iterations.sum() > 0  # it did revise
+    for row in rows.to_dict("records"):
+        tries = attempts_of(row)
+        assert row["policy_tokens"] == sum(t["policy_tokens"] for t in tries) > 0
+        assert len(tries) == row["iterations"] + 1 <= 2
+        for before, after in zip(tries, tries[1:]):
+            kept = join_steps(split_steps(before["completion"])[: after["revised_from"]])
+            assert after["completion"].startswith(kept)
