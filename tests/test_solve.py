@@ -10,6 +10,7 @@ JudgeLocalizer answered by the same server.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections import Counter
 
@@ -238,7 +239,7 @@ def test_bad_settings_are_refused_naming_the_setting():
     for kwargs, name in [({"verifier": "nope"}, "verifier"), ({"verifier": "none"}, "verifier"),
                          ({"verifier": "rules", "verifier_options": ("votes=3",)}, "verifier_options"),
                          ({"strategy": "best-of-n", "n": 4, "temperature": 0}, "temperature"),
-                         ({"max_iterations": 0}, "max_iterations")]:
+                         ({"max_iterations": 0}, "max_iterations"), ({"temperature": 0}, "temperature")]:
         with pytest.raises(SettingError) as caught:
             SolveConfig(**kwargs)
         assert caught.value.name == name
@@ -294,3 +295,12 @@ def test_stepco_with_a_real_tiny_model_keeps_each_prefix_and_counts_every_token(
         for before, after in zip(tries, tries[1:]):
             kept = join_steps(split_steps(before["completion"])[: after["revised_from"]])
             assert after["completion"].startswith(kept)
+
+
+def test_a_solve_block_travels_to_a_worker_without_its_engine_or_verifier():
+    from stepdata.generation.engine_config import EngineConfig
+
+    block = SolveStage(EngineConfig(backend="hf", model="/nowhere"), SolveConfig(verifier="exact"))
+    block._verifier_for(PROBLEMS)
+    copy = pickle.loads(pickle.dumps(block))
+    assert copy._verifier is None and copy.config == block.config and copy.engine_config == block.engine_config

@@ -63,6 +63,9 @@ class SolveConfig:
         if self.strategy == "best-of-n" and self.n > 1 and self.temperature == 0:
             raise SettingError("temperature", "best-of-n needs temperature > 0 (greedy decoding gives n identical "
                                               "samples)")
+        if self.strategy == "stepco" and self.revision == "continue" and self.temperature == 0:
+            raise SettingError("temperature", "stepco with revision continue needs temperature > 0 (a greedy "
+                                              "continuation of the same prefix writes the rejected step again)")
         if self.verifier == "auto":
             raise SettingError("verifier", "verifier auto is a pair stage's chosen-step check; name a localizer")
         needs_verifier = self.strategy == "stepco" or (self.strategy == "best-of-n" and self.select != "majority")

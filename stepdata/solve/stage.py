@@ -105,11 +105,16 @@ class SolveStage(StageBlock):
                              "answer (e.g. 'Step {{step}}:')")
         self.lineage = {"template": config.template}
         self.generate_calls = 0  # engine calls this block made (one per iteration per batch)
+        self._verifier: AttemptVerifier | None = None
 
     @classmethod
     def from_recorded(cls, settings: Mapping[str, Any]) -> SolveStage:
         block = super().from_recorded(settings)
         return cls(None, block.config)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A worker builds its own verifier (a loaded PRM or the engine it holds does not travel)."""
+        return super().__getstate__() | {"_verifier": None}
 
     def settings(self) -> dict[str, Any]:
         return super().settings() | {"lineage": self.lineage | {"model": self.model}}
@@ -119,13 +124,7 @@ class SolveStage(StageBlock):
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         problems = batch.reset_index(drop=True)
         states = [_Problem(str(p.problem_id), str(p.question), p.answer) for p in problems.itertuples()]
-        verifier = None
-        if self.config.uses_verifier:
-            indexed = problems.assign(problem_id=problems["problem_id"].astype(str)).drop_duplicates(
-                "problem_id").set_index("problem_id")
-            verifier = AttemptVerifier(self.config.verify_settings(), indexed, lambda: self.generator,
-                                       template=self.config.template, answer_policy=self.answers,
-                                       aggregate=self.config.prm_aggregate)
+        verifier = self._verifier_for(problems) if self.config.uses_verifier else None
         strategy = self.config.strategy
         n = self.config.n if strategy == "best-of-n" else 1
         self._first_attempts(states, n)
@@ -134,6 +133,17 @@ class SolveStage(StageBlock):
         elif strategy == "best-of-n" and verifier is not None:
             self._verify([(s, t) for s in states if not s.done for t in s.tries], verifier)
         return pd.DataFrame([self._row(s) for s in states], columns=SOLVED.names)
+
+    def _verifier_for(self, problems: pd.DataFrame) -> AttemptVerifier:
+        """The verifier, built once per block (a PRM or judge loads once), told this batch's problems."""
+        indexed = problems.assign(problem_id=problems["problem_id"].astype(str)).drop_duplicates(
+            "problem_id").set_index("problem_id")
+        if self._verifier is None:
+            self._verifier = AttemptVerifier(self.config.verify_settings(), indexed, lambda: self.generator,
+                                             template=self.config.template, answer_policy=self.answers,
+                                             aggregate=self.config.prm_aggregate)
+        self._verifier.use_problems(indexed)
+        return self._verifier
 
     def _generate(self, requests: list[GenerationRequest], n: int) -> list[Any]:
         self.generate_calls += 1

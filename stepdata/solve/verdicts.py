@@ -107,6 +107,10 @@ class AttemptVerifier:
     def name(self) -> str:
         return self.checker.name
 
+    def use_problems(self, problems: pd.DataFrame) -> None:
+        """The problems (indexed by problem_id) the next attempts belong to; the built localizer is kept."""
+        self.problems = self.checker.problems = problems
+
     def verify(self, attempts: Sequence[Attempt]) -> list[Verdict]:
         """One verdict per attempt, in order; an attempt with no steps is rejected at step 0 unasked, and a
         verifier that raises fails every attempt it was asked about (never the run)."""
