@@ -13,6 +13,7 @@ revise from: the attempt stands); a failure is the row's error (retried on resum
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from stepdata.localize.base import Localization, locate_checked
+from stepdata.localize.base import Localization, locate_checked, needs_of
 from stepdata.pipeline.localize import solution_for
 from stepdata.pipeline.verify import ChosenVerifier
 
@@ -116,9 +117,12 @@ class AttemptVerifier:
         verifier that raises fails every attempt it was asked about (never the run)."""
         asked = [a for a in attempts if a.steps]
         try:
-            solutions = [solution_for(self.problems, a.attempt_id, a.problem_id, list(a.steps), finished=a.finished)
-                         for a in asked]
-            found = iter(locate_checked(self.checker.localizer, solutions))
+            localizer = self.checker.localizer
+            # at inference a verifier sees no reference solution unless it declares it reads one (``needs``)
+            hidden = {} if "reference" in needs_of(localizer) else {"reference": None}
+            solutions = [dataclasses.replace(solution_for(self.problems, a.attempt_id, a.problem_id, list(a.steps),
+                                                          finished=a.finished), **hidden) for a in asked]
+            found = iter(locate_checked(localizer, solutions))
             verdicts = {a.attempt_id: verdict_of(next(found), len(a.steps), self.aggregate) for a in asked}
         except Exception as exc:  # noqa: BLE001 - a verifier crash is these rows' error, retried on resume
             failed = Verdict("failed", method=self.name, error=f"verify ({self.name}): {type(exc).__name__}: {exc}")
