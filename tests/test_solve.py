@@ -24,10 +24,13 @@ from cli import main
 from stepdata.embedded import make_problems
 from stepdata.generation import make_generator
 from stepdata.io import read_table, write_table
+from stepdata.localize import Localization
 from stepdata.localize.exact import exact_first_error
 from stepdata.prompts import load_prompt
 from stepdata.settings import SettingError
 from stepdata.solve import SolveConfig, SolveStage, run_solve, wilson_interval
+from stepdata.solve.stage import describe_score
+from stepdata.solve.verdicts import verdict_of
 from stepdata.steps import join_steps, split_steps, strip_partial_overlap
 
 PARTIAL = load_prompt("step_by_step").render(question="")[-1]["content"]
@@ -304,3 +307,42 @@ def test_a_solve_block_travels_to_a_worker_without_its_engine_or_verifier():
     block._verifier_for(PROBLEMS)
     copy = pickle.loads(pickle.dumps(block))
     assert copy._verifier is None and copy.config == block.config and copy.engine_config == block.engine_config
+
+
+def test_a_localizer_answer_reads_as_a_verdict_and_a_prm_gets_the_threshold():
+    prm = Localization(2, "error", evidence={"step_scores": [0.9, 0.7, 0.2, 0.6]}, method="prm", calls=1, tokens=40)
+    rejected = verdict_of(prm, 4, "min")
+    assert (rejected.status, rejected.step, rejected.score, rejected.step_score) == ("rejected", 2, 0.2, 0.2)
+    assert verdict_of(prm, 4, "last").score == 0.6 and rejected.tokens == 40
+    assert "0.20" in describe_score(rejected)
+    assert verdict_of(Localization(None, "unfinished", method="exact"), 3).step == 2  # a cut attempt: its last step
+    assert verdict_of(Localization(None, "unknown", method="rules"), 3).status == "undecided"
+    assert verdict_of(Localization(-1, "no_error", method="exact"), 3).score == 1.0
+    assert verdict_of(Localization(None, "unknown", error="judge: HTTP 500"), 3).status == "failed"
+    assert verdict_of(Localization(7, "error"), 3).status == "undecided"  # a step past the attempt's end
+    options = SolveConfig(verifier="prm", verifier_options=("prm_model=/models/prm",), threshold=0.3)
+    assert options.verifier_build_options() == {"prm_model": "/models/prm", "threshold": 0.3}
+    given = SolveConfig(verifier="prm", verifier_options=("prm_model=/models/prm", "threshold=0.7"))
+    assert given.verifier_build_options()["threshold"] == 0.7
+    assert "threshold" not in SolveConfig(verifier="rules").verifier_build_options()
+
+
+def test_a_judge_is_not_shown_the_reference_solution_at_inference(tmp_path):
+    right = PROBLEMS.iloc[[3]]  # solved at once
+    judged: list[str] = []
+    policy = Policy()
+
+    def reply(body, index):
+        if body["messages"][-1]["role"] == "user":  # the stepdpo judge
+            judged.append(body["messages"][-1]["content"])
+            return "Every step checks out.\nDecision: none"
+        return policy(body, index)
+
+    with FaultyOpenAIServer(reply_body=reply, tokens_per_choice=TOKENS) as server:
+        generator = make_generator("openai", "policy", base_url=server.base_url)
+        config = SolveConfig(strategy="stepco", verifier="judge", verifier_options=("votes=1", "protocol=stepdpo"))
+        rows, _ = run_solve(generator, right, str(tmp_path / "judged.parquet"), config, progress=False)
+    (prompt,) = judged
+    assert rows.iloc[0].stop_reason == "accepted"
+    # the gold solution appears once: as the student's (this problem's policy writes it), never as the reference
+    assert "Reference solution:\n(none given)" in prompt and prompt.count(right.solution.iloc[0].strip()) == 1
