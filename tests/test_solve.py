@@ -346,3 +346,12 @@ def test_a_judge_is_not_shown_the_reference_solution_at_inference(tmp_path):
     assert rows.iloc[0].stop_reason == "accepted"
     # the gold solution appears once: as the student's (this problem's policy writes it), never as the reference
     assert "Reference solution:\n(none given)" in prompt and prompt.count(right.solution.iloc[0].strip()) == 1
+
+
+def test_a_problems_table_without_a_question_is_refused_naming_the_row(tmp_path):
+    bad = PROBLEMS.copy()
+    bad.loc[2, "question"] = " "
+    with pytest.raises(ValueError, match=r"problems row 2 \(problem_id 'arith-s11-000002'\): field question"):
+        run_solve(None, bad, str(tmp_path / "bad.parquet"), SolveConfig(verifier="exact"), progress=False)
+    with pytest.raises(ValueError, match=r"column\(s\) \['answer'\] missing"):
+        run_solve(None, PROBLEMS.drop(columns="answer"), str(tmp_path / "bad.parquet"), progress=False)

@@ -119,6 +119,18 @@ class SolveStage(StageBlock):
     def settings(self) -> dict[str, Any]:
         return super().settings() | {"lineage": self.lineage | {"model": self.model}}
 
+    def units(self, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+        """The problems, refused before any work when a needed column is missing or a question is empty."""
+        missing = [c for c in ("problem_id", "question", "answer") if c not in table.columns]
+        if missing:
+            raise ValueError(f"solve needs a problems table: column(s) {missing} missing")
+        empty = table["question"].isna() | (table["question"].astype(str).str.strip() == "")
+        if empty.any():
+            first = int(empty.to_numpy().nonzero()[0][0])
+            raise ValueError(f"problems row {first} (problem_id {table['problem_id'].iloc[first]!r}): field "
+                             "question is empty")
+        return table, {}
+
     # -- one batch ------------------------------------------------------------------------------
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
