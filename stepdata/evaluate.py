@@ -94,7 +94,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def _vote_key(answer: str) -> Any:
+def vote_key(answer: str) -> Any:
     """Answers that are the same plain number vote together (14, 14.0, $14); others by their text."""
     number = parse_plain_number(answer)
     if number is not None:
@@ -109,7 +109,7 @@ def majority_correct(answers: Sequence[str | None], correct: Sequence[bool | Non
     for index, answer in enumerate(answers):
         if answer is None or (isinstance(answer, float) and math.isnan(answer)):
             continue
-        key = _vote_key(str(answer))
+        key = vote_key(str(answer))
         votes[key] += 1
         first.setdefault(key, index)
     if not votes:

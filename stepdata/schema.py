@@ -163,12 +163,39 @@ ADDED_COLUMNS: dict[str, dict[str, object]] = {
     "attempts": {"verify_calls": 0, "verify_tokens": 0, "verify_checks": "[]"},
 }
 
+# What ``solve`` decided per problem (one row per problem): the answer it gives, how it got there (every
+# attempt with the step the verifier rejected, as JSON), and what it cost (policy and verifier separately).
+SOLVE_STOP_REASONS = ("single", "selected", "accepted", "answers_agree", "max_iterations", "undecided")
+SOLVED = pa.schema(
+    [
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("gold", pa.string()),
+        pa.field("answer", pa.string()),  # the answer given (best-of-n both: the verifier's pick)
+        pa.field("correct", pa.bool_()),  # null when it could not be judged (or the row failed)
+        pa.field("answer_verifier", pa.string()),  # best-of-n: the verifier's pick
+        pa.field("correct_verifier", pa.bool_()),
+        pa.field("answer_majority", pa.string()),  # best-of-n: the majority vote's
+        pa.field("correct_majority", pa.bool_()),
+        pa.field("completion", pa.string()),  # the solution whose answer is given
+        pa.field("attempts", pa.string()),  # JSON list: every attempt, its answer and the verifier's verdict
+        pa.field("iterations", pa.int64()),  # stepco: revisions made
+        pa.field("policy_tokens", pa.int64()),  # completion tokens the policy generated
+        pa.field("verifier_tokens", pa.int64()),  # tokens the verifier reported (0 for exact and rules)
+        pa.field("verifier_calls", pa.int64()),
+        pa.field("stop_reason", pa.string()),  # one of SOLVE_STOP_REASONS; null when the row failed
+        pa.field("error", pa.string()),  # a failure to retry on resume (generation, answer check, verifier)
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,
     "rollouts": ROLLOUTS,
     "localized": LOCALIZED,
     "pairs": PAIRS,
     "attempts": ATTEMPTS,
+    "solved": SOLVED,
 }
 
 # Values a column may take, checked row by row at write time.
@@ -176,6 +203,7 @@ ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pairs", "kind"): PAIR_KINDS,
     ("localized", "status"): LOCALIZE_STATUSES,
     ("attempts", "outcome"): tuple(ATTEMPT_OUTCOMES),
+    ("solved", "stop_reason"): SOLVE_STOP_REASONS,
 }
 
 

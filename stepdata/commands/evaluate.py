@@ -11,8 +11,14 @@ from stepdata.commands.common import (
     make_engine,
     problem_steps_options,
 )
+from stepdata.commands.config_options import build_config, config_options
 from stepdata.loaders import BadRowError
 from stepdata.prompts import load_prompt
+from stepdata.solve import STRATEGIES, SolveConfig
+
+# eval's own options already say these (under eval's names); the rest of SolveConfig's are offered as they are
+SOLVE_SHARED = ("strategy", "template", "n", "temperature", "top_p", "max_tokens", "seed", "answer_timeout",
+                "last_number_fallback")
 
 
 @click.command("eval")
@@ -36,12 +42,17 @@ from stepdata.prompts import load_prompt
               help="Also read a solution's last number as its answer when it states none explicitly "
                    "(off: only \\boxed{}, 'The answer is' and '#### N' count).")
 @click.option("--batch-size", type=int, help="Problems per engine call (default: all at once).")
+@click.option("--strategy", type=click.Choice(STRATEGIES),
+              help="How each problem is solved (default: as the sampling options say: greedy, or n samples). "
+                   "best-of-n and stepco run `stepdata solve` per model (one row per problem, resumable under --out) "
+                   "with --n, --temperature, --max-tokens, --template and the options below.")
+@config_options(SolveConfig, exclude=SOLVE_SHARED)
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Folder for eval.json and per-model rows (Parquet).")
 def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, data_dir: str | None,
              columns: tuple[str, ...], seed: int, n_problems: int, min_steps: int, max_steps: int, backend: str,
              base_url: str | None, tokenizer: str | None, engine_options: tuple[str, ...], template: str, n: int,
              temperature: float, top_p: float, max_tokens: int, sampling_seed: int, last_number_fallback: bool,
-             batch_size: int | None, out: str | None) -> None:
+             batch_size: int | None, strategy: str | None, out: str | None, **solve_options) -> None:
     """Score each --model on the same problems (greedy by default) and print one row per model."""
     from stepdata.evaluate import (
         evaluate_model,
@@ -55,6 +66,15 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
         raise click.BadParameter("--min-problem-steps is larger than --max-problem-steps")
     mapping = column_mapping(columns)
     engine_kwargs(engine_options)  # refuse a bad --engine-option before the problems load
+    solve_config = None
+    if strategy == "greedy" and (n != 1 or temperature != 0):
+        raise click.UsageError("--strategy greedy samples once at temperature 0 (drop --n and --temperature)")
+    if strategy == "sample" and temperature == 0:
+        raise click.UsageError("--strategy sample needs --temperature > 0")
+    if strategy in ("best-of-n", "stepco"):
+        solve_config = build_config(SolveConfig, solve_options, strategy=strategy, template=template, n=n,
+                                    temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=sampling_seed,
+                                    last_number_fallback=last_number_fallback)
     try:
         sampling = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=sampling_seed)
         problems, label = load_eval_problems(data, split=split, limit=limit, data_dir=data_dir, seed=seed,
@@ -63,6 +83,12 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
         load_prompt(template)
     except (ValueError, FileNotFoundError, BadRowError) as exc:
         raise click.ClickException(str(exc)) from None
+    if solve_config is not None:
+        from stepdata.commands.solve import eval_by_solving
+
+        eval_by_solving(models, problems, label, solve_config, batch_size, out,
+                        lambda m: make_engine(backend, m, base_url, tokenizer, engine_options))
+        return
     results = []
     for model in models:
         click.echo(f"evaluating {model} on {len(problems)} problems of {label} ...", err=True)
