@@ -14,20 +14,20 @@ from stepdata.bench.processbench import run_processbench
 from stepdata.bench.scoring import (
     DEFAULT_SWEEP,
     average_f1,
-    predict_at,
     score,
     sweep,
     sweep_table,
 )
 from stepdata.localize import load_plugin, make_localizer, unregister_localizer
+from stepdata.localize.base import first_below
 
 
 def test_a_prediction_at_a_threshold_is_the_first_step_below_it():
-    assert predict_at([0.9, 0.4, 0.2], 0.5) == 1
-    assert predict_at([0.9, 0.4, 0.2], 0.3) == 2
-    assert predict_at([0.9, 0.4, 0.2], 0.1) == -1
-    assert predict_at([0.9, 0.5], 0.5) == -1  # "below": a score equal to the threshold is good
-    assert predict_at([], 0.5) == -1
+    assert first_below([0.9, 0.4, 0.2], 0.5) == 1
+    assert first_below([0.9, 0.4, 0.2], 0.3) == 2
+    assert first_below([0.9, 0.4, 0.2], 0.1) == -1
+    assert first_below([0.9, 0.5], 0.5) == -1  # "below": a score equal to the threshold is good
+    assert first_below([], 0.5) == -1
 
 
 def test_scores_and_the_average_f1():

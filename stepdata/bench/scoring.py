@@ -10,7 +10,7 @@ reports the plain mean of the subsets' F1 (ProcessBench's "Avg. F1").
 
 A score-based localizer (a PRM) leaves ``step_scores`` in its evidence: one P(good)
 in [0, 1] per step. Its prediction at threshold t is the first step scoring below t,
-else -1 (:func:`predict_at`), so :func:`sweep` recomputes every subset's F1 at other
+else -1 (:func:`~stepdata.localize.base.first_below`, the rule the localizer ran), so :func:`sweep` recomputes every subset's F1 at other
 thresholds without scoring again. Samples without scores (another localizer of a
 fallback answered them, or none did) keep the prediction they had.
 """
@@ -21,6 +21,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from stepdata.localize.base import first_below
 
 # --sweep without values: 0.05 to 0.95 in steps of 0.05
 DEFAULT_SWEEP = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -80,9 +82,6 @@ def checked_scores(value: Any, where: str) -> list[float] | None:
     return scores
 
 
-def predict_at(step_scores: Sequence[float], threshold: float) -> int:
-    """The first step whose score is below ``threshold``, else -1 ("no error")."""
-    return next((i for i, value in enumerate(step_scores) if value < threshold), -1)
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class SweepRow:
 def sweep(records: Iterable[dict[str, Any]], thresholds: Sequence[float]) -> list[SweepRow]:
     """Each threshold's per-subset scores, from records of ``subset``, ``label``, ``predicted`` and ``step_scores``.
 
-    A record with ``step_scores`` is predicted at each threshold by :func:`predict_at`;
+    A record with ``step_scores`` is predicted at each threshold by :func:`~stepdata.localize.base.first_below`, the rule the localizer ran;
     one without keeps its ``predicted``. Scores out of [0, 1] are a ValueError naming
     the record's ``id``.
     """
@@ -110,7 +109,7 @@ def sweep(records: Iterable[dict[str, Any]], thresholds: Sequence[float]) -> lis
     for threshold in thresholds:
         pairs: dict[str, list[tuple[int, int | None]]] = {}
         for subset, label, predicted, scores in prepared:
-            pairs.setdefault(subset, []).append((label, predict_at(scores, threshold) if scores is not None else predicted))
+            pairs.setdefault(subset, []).append((label, first_below(scores, threshold) if scores is not None else predicted))
         scored = {subset: score(found) for subset, found in pairs.items()}
         rows.append(SweepRow(threshold, scored, average_f1([s.f1 for s in scored.values()])))
     return rows

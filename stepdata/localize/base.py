@@ -116,6 +116,12 @@ def status_for(error_step: int | None, finished: bool = True) -> tuple[int | Non
     return error_step, "error"
 
 
+def first_below(scores: Sequence[float], threshold: float) -> int:
+    """The threshold rule of a score-based localizer (a PRM): the first step scoring below ``threshold``, -1 when
+    none does. One definition, so ProcessBench's threshold sweep re-applies exactly the rule the localizer ran."""
+    return next((i for i, score in enumerate(scores) if score < threshold), -1)
+
+
 @runtime_checkable
 class Localizer(Protocol):
     """Finds the first wrong step of many solutions at once.

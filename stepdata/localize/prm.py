@@ -34,6 +34,7 @@ from typing import Any
 from stepdata.localize.base import (
     Localization,
     Solution,
+    first_below,
     register_localizer,
     status_for,
 )
@@ -83,11 +84,6 @@ class Scored:
     scores: list[float] | None
     tokens: int
     why: str | None
-
-
-def first_below(scores: Sequence[float], threshold: float) -> int:
-    """The first step whose score is below ``threshold``; -1 when none is."""
-    return next((i for i, score in enumerate(scores) if score < threshold), -1)
 
 
 class PRMLocalizer:
