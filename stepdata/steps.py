@@ -92,6 +92,12 @@ def step_body(step: str) -> str:
     return STEP_MARKER.sub("", step, count=1).strip()
 
 
+def numbered_steps(steps: Sequence[str]) -> str:
+    """Steps as "Step k: ..." lines from 1, any marker the text had replaced (what a judge or a revision prompt
+    is shown)."""
+    return "\n".join(f"Step {i + 1}: {step_body(step)}" for i, step in enumerate(steps))
+
+
 _SPACE_RUN = re.compile(r"\s+")
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from stepdata.answers.extract import last_boxed
 from stepdata.prompts import PromptTemplate, load_prompt
-from stepdata.steps import step_body
+from stepdata.steps import numbered_steps
 
 # ProcessBench's voting protocol: sampled votes at these settings (greedy for a single vote)
 VOTING_TEMPERATURE = 1.0
@@ -112,11 +112,6 @@ def parse_decision_line(reply: str, n_steps: int) -> int | None:
 def tagged_steps(steps: Sequence[str]) -> str:
     """Steps as ProcessBench shows them: each in ``<paragraph_i>`` tags, from 0."""
     return "\n\n".join(f"<paragraph_{i}>\n{step.strip()}\n</paragraph_{i}>" for i, step in enumerate(steps))
-
-
-def numbered_steps(steps: Sequence[str]) -> str:
-    """Steps as "Step k: ..." lines, from 1 (any "Step k:" the text already had is replaced)."""
-    return "\n".join(f"Step {i + 1}: {step_body(step)}" for i, step in enumerate(steps))
 
 
 @dataclass(frozen=True)

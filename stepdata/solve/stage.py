@@ -9,9 +9,8 @@ failed makes its problem's row an ``error`` (retried on resume); the other rows 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +26,7 @@ from stepdata.schema import SOLVED
 from stepdata.solve.config import SolveConfig
 from stepdata.solve.stats import solve_stats
 from stepdata.solve.verdicts import Attempt, AttemptVerifier, Verdict
-from stepdata.steps import join_steps, split_steps
-
-_MARKER = re.compile(r"^\s*Step\s+\d+\s*:\s*")
+from stepdata.steps import join_steps, numbered_steps, split_steps
 
 
 @dataclass
@@ -71,11 +68,6 @@ class _Problem:
     @property
     def last(self) -> _Try:
         return self.tries[-1]
-
-
-def numbered(steps: Sequence[str]) -> str:
-    """An attempt as "Step k: ..." lines from 1 (any marker the model wrote replaced), for the revision prompt."""
-    return "\n".join(f"Step {i}: {_MARKER.sub('', step).strip()}" for i, step in enumerate(steps, start=1))
 
 
 def describe_score(verdict: Verdict) -> str:
@@ -246,7 +238,7 @@ class SolveStage(StageBlock):
         else:
             assert self.revise_template is not None
             requests = [GenerationRequest.chat(f"{s.problem_id}:rev{iteration}", self.revise_template.render(
-                question=s.question, attempt=numbered(s.last.steps), step=str(k + 1),
+                question=s.question, attempt=numbered_steps(s.last.steps), step=str(k + 1),
                 score=describe_score(s.last.verdict))) for s, k in cut]
             for (state, k), result in zip(cut, self._generate(requests, 1)):
                 if not result.ok:
