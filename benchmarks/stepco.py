@@ -1,21 +1,26 @@
 """StepCo against greedy and best-of-N: accuracy (95% CI) against generated tokens per problem.
 
-Arms (each one `stepdata solve` run over the same problems with one engine, its table written to
-``OUT/ARM.parquet``, so a stopped benchmark resumes where it was and a finished arm is not redone):
+Runs (each one `stepdata solve` run over the same problems with one engine, its table written to
+``OUT/RUN.parquet``, so a stopped benchmark resumes where it was and a finished run is not redone):
 
 - ``greedy``;
-- ``best-of-N`` for each N of ``--best-of`` (default 2,4,8), one run picking by the verifier
-  (``--bon-verifier``, default exact) and by majority vote (both recorded);
+- ``sampled-N``: N = the largest of ``--best-of`` samples per problem; best-of-k for every k of
+  ``--best-of`` is read from each problem's first k samples (:mod:`stepdata.solve.rescore`), picked by
+  majority vote and by each verifier of ``--bon-verifiers`` (default: the StepCo verifiers), so best-of-N
+  and StepCo are compared with the same verifier;
 - ``stepco-V`` for each verifier V of ``--stepco-verifiers`` (default exact,rules), revision
-  ``--revision`` (continue), at most ``--max-iterations`` revisions.
+  ``--revision`` (continue), at most ``--max-iterations`` revisions;
+- with ``--prm-model DIR``: best-of-N and StepCo with that PRM as verifier on the first ``--prm-problems``
+  problems (a tiny random PRM shows the path works; its accuracy means nothing).
 
-Printed (markdown; ``OUT/stepco.json`` has it all): per arm and selection the accuracy, its 95%
-Wilson interval, policy / verifier / total tokens per problem, mean revisions and seconds. With
-matplotlib installed, ``OUT/accuracy_vs_tokens.png`` plots accuracy (with its interval) against
-total tokens per problem; without it, a line says so.
+Printed (markdown; ``OUT/stepco.json`` has it all): per arm the accuracy, its 95% Wilson interval, policy /
+verifier / total tokens per problem, mean revisions and seconds; for StepCo how revisions went (how often
+the revised step was rejected again, rewritten word for word, ...). ``OUT/accuracy_vs_tokens.svg`` plots
+accuracy (with its interval) against total tokens per problem.
 
-    python benchmarks/stepco.py --model DIR [--backend auto] [--data embedded] [--problems 100]
-        [--best-of 2,4,8] [--stepco-verifiers exact,rules] [--max-tokens 512] [--out runs/stepco]
+    python benchmarks/stepco.py --model DIR [--backend auto] [--data embedded] [--problems 200]
+        [--min-steps 2 --max-steps 4] [--best-of 2,4,8] [--stepco-verifiers exact,rules]
+        [--max-tokens 512] [--prm-model DIR --prm-family step_tag] [--out runs/stepco]
 """
 
 from __future__ import annotations
@@ -31,28 +36,96 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def arms(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
-    """(name, SolveConfig fields) of every arm, in the order they run."""
+def csv(kind: type) -> Any:
+    return lambda text: [kind(x) for x in text.split(",") if x]
+
+
+def runs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(name, SolveConfig fields) of every solve run, in the order they run."""
     common = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
     out: list[tuple[str, dict[str, Any]]] = [("greedy", {**common, "strategy": "greedy", "verifier": "none"})]
-    for n in args.best_of:
-        out.append((f"best-of-{n}", {**common, "strategy": "best-of-n", "n": n, "verifier": args.bon_verifier,
-                                     "select": "both"}))
+    if args.best_of:
+        out.append((f"sampled-{max(args.best_of)}", {**common, "strategy": "best-of-n", "n": max(args.best_of),
+                                                      "verifier": "none", "select": "majority"}))
     for verifier in args.stepco_verifiers:
         out.append((f"stepco-{verifier}", {**common, "strategy": "stepco", "verifier": verifier,
                                            "revision": args.revision, "max_iterations": args.max_iterations}))
     return out
 
 
-def results_of(name: str, stats: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
-    """One result line per selection the arm reports (best-of-N: by verifier and by majority)."""
+def line(arm: str, accuracy: float | None, ci: Any, policy: float | None, verifier: float | None,
+         iterations: Any = "-", seconds: Any = "-", path_only: bool = False) -> dict[str, Any]:
+    total = None if policy is None else round(policy + (verifier or 0.0), 1)
+    return {"arm": arm, "accuracy": accuracy, "ci95": ci, "policy_tokens": policy, "verifier_tokens": verifier,
+            "total_tokens": total, "mean_iterations": iterations, "seconds": seconds, "path_only": path_only}
+
+
+def solve_line(name: str, stats: dict[str, Any], seconds: float, path_only: bool = False) -> dict[str, Any]:
     tokens = stats.get("tokens_per_problem", {})
-    base = {"policy_tokens": tokens.get("policy"), "verifier_tokens": tokens.get("verifier"),
-            "total_tokens": tokens.get("total"), "mean_iterations": stats.get("mean_iterations"),
-            "errors": stats.get("errors"), "seconds": round(seconds, 1)}
-    picks = [(f"{name} ({s})", stats[f"by_{s}"]) for s in ("verifier", "majority") if f"by_{s}" in stats]
-    return [{"arm": label, "accuracy": part.get("accuracy"), "ci95": part.get("ci95"), **base}
-            for label, part in (picks or [(name, stats)])]
+    return line(name, stats.get("accuracy"), stats.get("ci95"), tokens.get("policy"), tokens.get("verifier"),
+                stats.get("mean_iterations"), round(seconds, 1), path_only)
+
+
+def best_of_lines(solved: Any, problems: Any, args: argparse.Namespace, verifiers: list[str],
+                  seconds: float, generator: Any = None, path_only: bool = False) -> list[dict[str, Any]]:
+    """Best-of-k lines for every k and selection (majority, then each verifier) from one sampled table."""
+    from stepdata.solve import SolveConfig
+    from stepdata.solve.rescore import best_of_k, verify_stored
+
+    n = max(args.best_of)
+    out = []
+    verdicts = {}
+    for verifier in verifiers:
+        config = SolveConfig(strategy="best-of-n", n=n, verifier=verifier, verifier_options=args.verifier_options.get(
+            verifier, {}), threshold=args.threshold, prm_aggregate=args.prm_aggregate)
+        verdicts[verifier] = verify_stored(solved, problems, config, generator)
+    for k in args.best_of:
+        share = round(seconds * k / n, 1)  # sampling time scales with samples; a cost estimate, marked "~"
+        majority = best_of_k(solved, k)
+        out.append(line(f"best-of-{k} (majority)", majority["by_majority"]["accuracy"],
+                        majority["by_majority"]["ci95"], majority["policy_tokens"], 0.0, seconds=f"~{share}",
+                        path_only=path_only))
+        for verifier, found in verdicts.items():
+            picked = best_of_k(solved, k, found)
+            out.append(line(f"best-of-{k} ({verifier})", picked["by_verifier"]["accuracy"],
+                            picked["by_verifier"]["ci95"], picked["policy_tokens"], picked["verifier_tokens"],
+                            seconds=f"~{share}", path_only=path_only))
+    return out
+
+
+def revision_report(solved: Any, split_mode: str = "auto") -> dict[str, Any]:
+    """How StepCo's revisions went: rejected again at the step they rewrote, the step rewritten word for word,
+    accepted; first attempts fixed or broken by revising; why problems stopped."""
+    from collections import Counter
+
+    from stepdata.solve.rescore import attempts_by_problem
+    from stepdata.steps import split_steps
+
+    revisions = same_step_rejected = identical_step = accepted = fixed = broken = revised_problems = 0
+    for records in attempts_by_problem(solved).values():
+        if not records:
+            continue
+        if len(records) > 1:
+            revised_problems += 1
+            fixed += (not records[0]["correct"]) and bool(records[-1]["correct"])
+            broken += bool(records[0]["correct"]) and not records[-1]["correct"]
+        for before, after in zip(records, records[1:]):
+            revisions += 1
+            k = after["revised_from"]
+            verdict = after.get("verdict") or {}
+            accepted += verdict.get("status") == "accepted"
+            same_step_rejected += verdict.get("status") == "rejected" and verdict.get("step") == k
+            old, new = split_steps(before["completion"], split_mode), split_steps(after["completion"], split_mode)
+            identical_step += k is not None and k < len(old) and k < len(new) and old[k].strip() == new[k].strip()
+
+    def rate(count: int) -> float | None:
+        return round(count / revisions, 3) if revisions else None
+
+    return {"revisions": revisions, "problems_revised": revised_problems,
+            "rewritten_step_rejected_again": rate(same_step_rejected),
+            "rewritten_step_identical": rate(identical_step), "revision_accepted": rate(accepted),
+            "first_wrong_then_right": fixed, "first_right_then_wrong": broken,
+            "stop_reasons": dict(Counter(solved["stop_reason"].dropna()))}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -61,34 +134,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         ci = "-" if not r["ci95"] else f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}%"
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
-        lines.append(f"| {r['arm']} | {acc} | {ci} | {r['policy_tokens']} | {r['verifier_tokens']} | "
+        arm = f"{r['arm']} [path only]" if r["path_only"] else r["arm"]
+        lines.append(f"| {arm} | {acc} | {ci} | {r['policy_tokens']} | {r['verifier_tokens']} | "
                      f"{r['total_tokens']} | {r['mean_iterations']} | {r['seconds']} |")
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> str:
-    """Accuracy against total tokens per problem, one point per arm and selection (matplotlib, if installed)."""
-    try:
-        import matplotlib
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> str:
+    """Accuracy against total tokens per problem (our own SVG: no plotting library needed)."""
+    from stepdata.audit.svg import point_chart
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "no plot: matplotlib is not installed (pip install matplotlib)"
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        if r["accuracy"] is None or r["total_tokens"] is None:
-            continue
-        low, high = r["ci95"] or (r["accuracy"], r["accuracy"])
-        ax.errorbar(r["total_tokens"], 100 * r["accuracy"], yerr=[[100 * (r["accuracy"] - low)],
-                                                                   [100 * (high - r["accuracy"])]], fmt="o", capsize=3)
-        ax.annotate(r["arm"], (r["total_tokens"], 100 * r["accuracy"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=7)
-    ax.set_xlabel("generated tokens per problem (policy + verifier)")
-    ax.set_ylabel("accuracy (%), 95% CI")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    points = [(r["arm"], r["total_tokens"], 100 * r["accuracy"], 100 * (r["ci95"] or (r["accuracy"],) * 2)[0],
+               100 * (r["ci95"] or (r["accuracy"],) * 2)[1]) for r in rows
+              if r["accuracy"] is not None and r["total_tokens"] is not None and not r["path_only"]]
+    path.write_text(point_chart(title, points, "generated tokens per problem (policy + verifier)",
+                                "accuracy (%), 95% CI") + "\n")
     return f"wrote {path}"
 
 
@@ -96,20 +156,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--data", default="embedded", help="embedded[:N], gsm8k, a problems table, ...")
+    parser.add_argument("--data", default="embedded", help="embedded[:N], gsm8k, svamp, a problems table, ...")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--problems", type=int, default=100, help="How many problems (the first N).")
-    parser.add_argument("--best-of", default="2,4,8", type=lambda s: [int(x) for x in s.split(",") if x])
-    parser.add_argument("--bon-verifier", default="exact")
-    parser.add_argument("--stepco-verifiers", default="exact,rules", type=lambda s: [x for x in s.split(",") if x])
+    parser.add_argument("--problems", type=int, default=200, help="How many problems (the first N).")
+    parser.add_argument("--min-steps", type=int, default=2, help="Embedded problems: fewest reasoning steps.")
+    parser.add_argument("--max-steps", type=int, default=4, help="Embedded problems: most reasoning steps.")
+    parser.add_argument("--best-of", default="2,4,8", type=csv(int))
+    parser.add_argument("--bon-verifiers", default=None, type=csv(str),
+                        help="Verifiers picking best-of-k (default: the StepCo verifiers).")
+    parser.add_argument("--stepco-verifiers", default="exact,rules", type=csv(str))
     parser.add_argument("--revision", default="continue", choices=("continue", "prompt"))
     parser.add_argument("--max-iterations", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--prm-aggregate", default="min", choices=("min", "last"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prm-model", default=None, help="A PRM for the PRM-verifier path (best-of-N, StepCo).")
+    parser.add_argument("--prm-family", default="step_tag")
+    parser.add_argument("--prm-problems", type=int, default=16)
     parser.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="runs/stepco")
     args = parser.parse_args()
+    args.bon_verifiers = args.stepco_verifiers if args.bon_verifiers is None else args.bon_verifiers
+    args.verifier_options = {"prm": {"prm_model": args.prm_model, "prm_family": args.prm_family}} \
+        if args.prm_model else {}
 
     from stepdata.evaluate import load_eval_problems
     from stepdata.generation import make_generator
@@ -117,23 +188,52 @@ def main() -> None:
     from stepdata.solve import SolveConfig, run_solve
 
     problems, label = load_eval_problems(args.data, limit=args.problems, data_dir=args.data_dir,
-                                         n_problems=args.problems)
+                                         n_problems=args.problems, min_steps=args.min_steps,
+                                         max_steps=args.max_steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    configs = [(name, SolveConfig(**fields)) for name, fields in arms(args)]  # a bad setting fails before loading
+    configs = [(name, SolveConfig(**fields)) for name, fields in runs(args)]  # a bad setting fails before loading
     rows: list[dict[str, Any]] = []
+    revisions: dict[str, Any] = {}
     with make_generator(args.backend, args.model, **parse_key_values(args.engine_option)) as generator:
         for name, config in configs:
             print(f"{name}: {len(problems)} problems of {label} ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            _, stats = run_solve(generator, problems, str(out / f"{name}.parquet"), config, progress=False)
-            rows += results_of(name, stats, time.perf_counter() - start)
-    text = table(rows)
-    print(f"{args.model} on {len(problems)} problems of {label} (max_tokens {args.max_tokens}; seconds are 0 for an "
-          f"arm already finished on disk)\n\n{text}")
-    print(plot(rows, out / "accuracy_vs_tokens.png"))
+            solved, stats = run_solve(generator, problems, str(out / f"{name}.parquet"), config, progress=False)
+            seconds = time.perf_counter() - start
+            if name.startswith("sampled-"):
+                rows += best_of_lines(solved, problems, args, args.bon_verifiers, seconds)
+            else:
+                rows.append(solve_line(name, stats, seconds))
+            if config.strategy == "stepco":
+                revisions[name] = revision_report(solved, config.split_mode)
+        if args.prm_model:
+            few = problems.head(args.prm_problems)
+            options = args.verifier_options["prm"]
+            for name, fields in (("prm-sampled", {"strategy": "best-of-n", "n": max(args.best_of), "verifier": "none",
+                                                  "select": "majority"}),
+                                 ("prm-stepco", {"strategy": "stepco", "verifier": "prm", "verifier_options": options,
+                                                 "threshold": args.threshold, "revision": args.revision})):
+                config = SolveConfig(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
+                                     **fields)
+                start = time.perf_counter()
+                solved, stats = run_solve(generator, few, str(out / f"{name}.parquet"), config, progress=False)
+                seconds = time.perf_counter() - start
+                if name == "prm-sampled":
+                    rows += [r for r in best_of_lines(solved, few, args, ["prm"], seconds, path_only=True)
+                             if "(prm)" in r["arm"]]
+                else:
+                    rows.append(solve_line("stepco-prm", stats, seconds, path_only=True))
+                    revisions["stepco-prm [path only]"] = revision_report(solved, config.split_mode)
+    title = f"{Path(args.model).name} on {len(problems)} problems of {label}"
+    print(f"{title} (max_tokens {args.max_tokens}; seconds are 0 for a run already finished on disk; best-of-k "
+          f"seconds are the sampled run's share)\n\n{table(rows)}\n")
+    for name, report in revisions.items():
+        print(f"{name} revisions: {json.dumps(report)}")
+    print(plot(rows, out / "accuracy_vs_tokens.svg", title))
     (out / "stepco.json").write_text(json.dumps({"model": args.model, "data": label, "problems": len(problems),
-                                                 "args": vars(args), "results": rows}, indent=2, default=str) + "\n")
+                                                 "args": vars(args), "results": rows, "revisions": revisions},
+                                                indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,60 @@ def bar_chart(
                          f'<text x="{lx + 12}" y="{ly}" font-size="10" fill="#1f2328">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def point_chart(
+    title: str,
+    points: Sequence[tuple[str, float, float, float, float]],
+    x_label: str,
+    y_label: str,
+) -> str:
+    """Labelled points with vertical interval bars (e.g. accuracy and its 95% interval against cost).
+
+    ``points`` holds (label, x, y, y_low, y_high). Both axes start at 0 so distances read as ratios
+    (half the tokens is half the way to the origin); each point's ``<title>`` gives its exact values.
+    """
+    parts = [
+        (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+         f'aria-label="{escape(title)}" class="sd-chart">'),
+        (f'<text x="{WIDTH / 2:.0f}" y="16" text-anchor="middle" font-size="13" font-weight="600" '
+         f'fill="#1f2328">{escape(title)}</text>'),
+    ]
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    x0, y0 = LEFT, TOP + plot_h
+    if not points:
+        parts.append(f'<text x="{WIDTH / 2:.0f}" y="{HEIGHT / 2:.0f}" text-anchor="middle" font-size="12" '
+                     f'fill="#8c959f">no data</text></svg>')
+        return "".join(parts)
+    x_ticks = _ticks(math.ceil(max(p[1] for p in points)))
+    y_ticks = _ticks(math.ceil(max(p[4] for p in points)))
+    x_max, y_max = max(x_ticks[-1], 1), max(y_ticks[-1], 1)
+
+    def px(value: float) -> float:
+        return x0 + plot_w * value / x_max
+
+    def py(value: float) -> float:
+        return y0 - plot_h * value / y_max
+
+    for t in y_ticks:
+        parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#eaeef2"/>'
+                     f'<text x="{x0 - 4}" y="{py(t) + 4:.1f}" text-anchor="end" font-size="10" '
+                     f'fill="#5d6770">{t}</text>')
+    for t in x_ticks:
+        parts.append(f'<text x="{px(t):.1f}" y="{y0 + 13}" text-anchor="middle" font-size="10" '
+                     f'fill="#5d6770">{t}</text>')
+    palette = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a")
+    for i, (label, x, y, low, high) in enumerate(points):
+        colour = palette[i % len(palette)]
+        parts.append(f'<g><title>{escape(label)}: {y:.1f} ({low:.1f}-{high:.1f}) at {x:.1f}</title>'
+                     f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{py(low):.1f}" y2="{py(high):.1f}" '
+                     f'stroke="{colour}"/><circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{colour}"/>'
+                     f'<text x="{px(x) + 5:.1f}" y="{py(y) - 4 - 9 * (i % 2):.1f}" font-size="9" '
+                     f'fill="{colour}">{escape(label)}</text></g>')
+    parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y0}" y2="{y0}" stroke="#1f2328"/>'
+                 f'<line x1="{x0}" x2="{x0}" y1="{TOP}" y2="{y0}" stroke="#1f2328"/>')
+    parts.append(f'<text x="{x0 + plot_w / 2:.0f}" y="{HEIGHT - 22}" text-anchor="middle" font-size="11" '
+                 f'fill="#5d6770">{escape(x_label)}</text>')
+    parts.append(f'<text x="12" y="{y0 - plot_h / 2:.0f}" text-anchor="middle" font-size="11" fill="#5d6770" '
+                 f'transform="rotate(-90 12 {y0 - plot_h / 2:.0f})">{escape(y_label)}</text></svg>')
+    return "".join(parts)

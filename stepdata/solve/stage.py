@@ -9,7 +9,6 @@ failed makes its problem's row an ``error`` (retried on resume); the other rows 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from stepdata.pipeline.block import StageBlock
 from stepdata.prompts import load_prompt
 from stepdata.schema import SOLVED
 from stepdata.solve.config import SolveConfig
+from stepdata.solve.selection import majority_pick, verifier_pick
 from stepdata.solve.stats import solve_stats
 from stepdata.solve.verdicts import Attempt, AttemptVerifier, Verdict
 from stepdata.steps import join_steps, numbered_steps, split_steps
@@ -289,23 +289,15 @@ class SolveStage(StageBlock):
     def _select(self, state: _Problem, row: dict[str, Any]) -> _Try:
         """Best-of-n: the majority's pick and the verifier's (as ``select`` says); the one the row gives."""
         tries, select = state.tries, self.config.select
-        majority = None
+        answers = [t.answer for t in tries]
+        majority = tries[majority_pick(answers)]
         if select in ("majority", "both"):
-            votes: Counter = Counter()
-            first: dict[Any, int] = {}
-            for i, t in enumerate(tries):
-                if t.answer is not None:
-                    votes[vote_key(t.answer)] += 1
-                    first.setdefault(vote_key(t.answer), i)
-            majority = tries[first[max(votes, key=lambda k: (votes[k], -first[k]))]] if votes else tries[0]
             row.update(answer_majority=majority.answer, correct_majority=majority.correct)
         if select == "majority":
-            return majority  # type: ignore[return-value]
-        # highest score; ties go to the attempt with an answer, then the first
-        best = max(range(len(tries)), key=lambda i: (tries[i].verdict.rank if tries[i].verdict else 0.0,
-                                                     tries[i].answer is not None, -i))
-        row.update(answer_verifier=tries[best].answer, correct_verifier=tries[best].correct)
-        return tries[best]
+            return majority
+        best = tries[verifier_pick([t.verdict.rank if t.verdict else 0.0 for t in tries], answers)]
+        row.update(answer_verifier=best.answer, correct_verifier=best.correct)
+        return best
 
     def stats(self, output: pd.DataFrame) -> dict[str, Any]:
         return solve_stats(output) | {"strategy": self.config.strategy, "verifier": self.config.verifier}
