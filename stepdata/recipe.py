@@ -298,7 +298,7 @@ def step_train(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path, 
 
 
 def _stage_step(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path, dict[str, Any]]:
-    """sample, localize, rectify, synthesize: a stage block run by the recipe's executor (local or Ray)."""
+    """sample, localize, rectify, synthesize, solve: a stage block run by the recipe's executor (local or Ray)."""
     from stepdata.pipeline.executor import RunOptions, make_executor
     from stepdata.pipeline.lineage import (
         lineage_of,
@@ -378,7 +378,7 @@ def step_audit(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path, 
 STEP_KINDS: dict[str, Callable[[RecipeRun, dict[str, Any], str], tuple[Path, dict[str, Any]]]] = {
     "make-problems": step_make_problems, "problems": step_load_problems, "model": step_model, "eval": step_eval,
     "train": step_train, "sample": _stage_step, "localize": _stage_step, "rectify": _stage_step,
-    "synthesize": _stage_step, "combine": step_combine, "export": step_export, "audit": step_audit,
+    "synthesize": _stage_step, "solve": _stage_step, "combine": step_combine, "export": step_export, "audit": step_audit,
 }
 
 

@@ -84,3 +84,17 @@ def test_many_seeded_requests_in_one_call(llm):
     results = llm.generate(requests, SamplingConfig(n=2, max_tokens=4, seed=0))
     assert all(r.ok for r in results)
     assert sum(r.prompt_tokens for r in results) > 8192
+
+
+def test_stepco_on_vllm_gives_the_same_rows_in_one_batch_or_one_problem_at_a_time(llm, tmp_path):
+    """Each request's seed comes from the problem and the iteration, never from what shares its batch."""
+    from stepdata.embedded import make_problems
+    from stepdata.solve import SolveConfig, run_solve
+
+    problems = make_problems(3, seed=5, min_steps=2, max_steps=2)
+    config = SolveConfig(strategy="stepco", verifier="rules", max_iterations=1, max_tokens=48, seed=3)
+    together, stats = run_solve(llm, problems, str(tmp_path / "together.parquet"), config, progress=False)
+    apart, _ = run_solve(llm, problems, str(tmp_path / "apart.parquet"), config, progress=False, batch_size=1)
+    columns = ["problem_id", "attempts", "answer", "policy_tokens", "stop_reason"]
+    assert together[columns].to_dict("records") == apart[columns].to_dict("records")
+    assert together.error.isna().all() and stats["policy_tokens"] == together.policy_tokens.sum() > 0

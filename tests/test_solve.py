@@ -174,6 +174,25 @@ def test_judge_verifier_tokens_are_counted_apart_from_the_policy(tmp_path):
     assert rows.policy_tokens.sum() == TOKENS * len(made) == stats["policy_tokens"]
 
 
+def test_a_judge_verifier_on_its_own_engine_gets_every_verification_and_the_policy_none(tmp_path):
+    policy, judge = Policy(), Policy()
+    with FaultyOpenAIServer(reply_body=policy, tokens_per_choice=TOKENS) as server, \
+            FaultyOpenAIServer(reply_body=judge, tokens_per_choice=TOKENS) as judge_server:
+        generator = make_generator("openai", "policy", base_url=server.base_url)
+        config = SolveConfig(strategy="stepco", verifier="judge", verifier_options=("votes=1",), max_iterations=2,
+                             verifier_model="judge-model", verifier_base_url=judge_server.base_url)
+        rows, stats = run_solve(generator, PROBLEMS.iloc[[0, 3]], str(tmp_path / "judged.parquet"), config,
+                                progress=False)
+        policy_served, judge_served = list(server.served), list(judge_server.served)
+    assert list(rows.set_index("problem_id").stop_reason) == ["accepted", "accepted"]
+    assert judge_served and all("<paragraph_0>" in s["key"] for s in judge_served)
+    assert not any("<paragraph_0>" in s["key"] for s in policy_served)
+    assert stats["verifier_tokens"] == JUDGE_TOKENS * len(judge_served) and stats["verifier_calls"] == 3
+    with pytest.raises(SettingError, match="'rules' takes no generator") as refused:
+        SolveConfig(strategy="stepco", verifier="rules", verifier_model="judge-model")  # rules reads no model
+    assert refused.value.name == "verifier_model"
+
+
 def test_prompt_revision_renders_our_template_with_the_attempt_the_step_and_its_score(tmp_path):
     policy = Policy()
     fix = PROBLEMS.iloc[[0]]
@@ -263,6 +282,23 @@ def test_solve_command_writes_the_table_and_a_summary_with_a_confidence_interval
     summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
     assert summary["stage_stats"]["ci95"] == list(wilson_interval(2, 4))
     assert len(read_table(out, kind="solved")) == 4
+
+
+def test_a_recipe_solve_step_stops_each_problem_as_the_stage_does_and_a_rerun_asks_nothing(tmp_path):
+    recipe = tmp_path / "solve.yaml"
+    with FaultyOpenAIServer(reply_body=Policy(), tokens_per_choice=TOKENS) as server:
+        recipe.write_text(f"out: {tmp_path / 'run'}\nengine: {{backend: openai, base_url: '{server.base_url}'}}\n"
+                          "steps:\n  - {do: make-problems, name: problems, out: problems.parquet, n: 4, seed: 11, "
+                          "min_steps: 3, max_steps: 3}\n  - {do: solve, input: '@problems', model: policy, out: solved.parquet, "
+                          "config: {strategy: stepco, verifier: exact, max_iterations: 2}}\n")
+        first = CliRunner().invoke(main, ["run", str(recipe)])
+        served = len(server.served)
+        again = CliRunner().invoke(main, ["run", str(recipe)])
+        assert len(server.served) == served  # the finished step is read back, nothing is asked again
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    rows = read_table(tmp_path / "run" / "solved.parquet", kind="solved").set_index("problem_id")
+    assert dict(rows.stop_reason) == {p: {"fix": "accepted", "stuck": "answers_agree", "wander": "max_iterations",
+                                          "right": "accepted"}[ROLES[p]] for p in PROBLEMS.problem_id}
 
 
 def test_eval_strategy_stepco_solves_each_model_and_writes_its_rows(tmp_path):

@@ -7,6 +7,8 @@ from stepdata.pipeline.localize import LocalizeStage
 from stepdata.pipeline.rectify import RectifyStage
 from stepdata.pipeline.sample import SampleStage
 from stepdata.pipeline.synthesize import SynthesizeStage
+from stepdata.solve.stage import SolveStage
 
 STAGES: dict[str, type[StageBlock]] = {block.name: block for block in
-                                       (SampleStage, LocalizeStage, RectifyStage, SynthesizeStage)}
+                                       (SampleStage, LocalizeStage, RectifyStage, SynthesizeStage,
+                                                     SolveStage)}

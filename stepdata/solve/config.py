@@ -37,6 +37,18 @@ class SolveConfig:
     verifier_options: Mapping[str, Any] = setting((), "An option of the verifier, e.g. prm_model=DIR, votes=3 (values "
                                                       "read as YAML scalars; a recipe gives a mapping). Repeatable.",
                                                   cli="--verifier-option", multiple=True, metavar="KEY=VALUE")
+    verifier_model: str | None = setting(None, "A separate engine for a model-based verifier (a judge, rollouts): "
+                                               "model folder or served model name (default: the policy's engine).")
+    verifier_backend: str | None = setting(None, "The verifier engine's backend (default: openai with "
+                                                 "--verifier-base-url, else the policy's).",
+                                           choices=("auto", "vllm", "openai", "hf"))
+    verifier_base_url: str | None = setting(None, "OpenAI-compatible server of the verifier engine (its key from "
+                                                  "$OPENAI_API_KEY or --verifier-engine-option api_key_env=NAME).")
+    verifier_tokenizer: str | None = setting(None, "Local tokenizer for the verifier engine's completions endpoint.")
+    verifier_engine_options: tuple[str, ...] = setting((), "Passed to the verifier engine's backend, e.g. "
+                                                           "dtype=float32 (JSON values). Repeatable.",
+                                                       cli="--verifier-engine-option", multiple=True,
+                                                       metavar="KEY=VALUE")
     select: str = setting("both", "best-of-n: pick by the verifier's score, by majority vote of the answers, or "
                                   "both (the row's answer is the verifier's pick; both are recorded).",
                           choices=SELECTIONS)
@@ -97,11 +109,15 @@ class SolveConfig:
         so a verifier is built by name and options in one place."""
         from stepdata.pipeline.verify import VerifySettings
 
+        engine = {"verify_model": self.verifier_model, "verify_backend": self.verifier_backend,
+                  "verify_base_url": self.verifier_base_url, "verify_tokenizer": self.verifier_tokenizer,
+                  "verify_engine_options": tuple(self.verifier_engine_options)}
         try:
-            return VerifySettings(verify=self.verifier, verify_options=self.verifier_build_options())
+            return VerifySettings(verify=self.verifier, verify_options=self.verifier_build_options(), **engine)
         except SettingError as exc:
-            name = {"verify": "verifier", "verify_options": "verifier_options"}.get(exc.name, exc.name)
-            raise SettingError(name, str(exc).replace("verify_options", "verifier_options")
+            name = exc.name.replace("verify_", "verifier_") if exc.name.startswith("verify_") else exc.name
+            name = "verifier" if name == "verify" else name
+            raise SettingError(name, str(exc).replace("verify_", "verifier_").replace("--verify-", "--verifier-")
                                .replace("--verify ", "--verifier ")) from None
 
     def answer_policy(self) -> AnswerPolicy:

@@ -19,7 +19,7 @@ from stepdata.evaluate import vote_key
 from stepdata.generation import GenerationRequest
 from stepdata.generation.continuer import Continuer, Prefix
 from stepdata.generation.types import row_error
-from stepdata.pipeline.block import StageBlock
+from stepdata.pipeline.block import EngineHandle, StageBlock
 from stepdata.prompts import load_prompt
 from stepdata.schema import SOLVED
 from stepdata.solve.config import SolveConfig
@@ -98,6 +98,9 @@ class SolveStage(StageBlock):
         self.lineage = {"template": config.template}
         self.generate_calls = 0  # engine calls this block made (one per iteration per batch)
         self._verifier: AttemptVerifier | None = None
+        # a model-based verifier's own engine (settings only, built when the verifier is first asked), if any
+        own = config.verify_settings().verify_engine(self.engine_config) if config.uses_verifier else None
+        self._verify_handle = EngineHandle(own) if own is not None else None
 
     @classmethod
     def from_recorded(cls, settings: Mapping[str, Any]) -> SolveStage:
@@ -107,6 +110,13 @@ class SolveStage(StageBlock):
     def __getstate__(self) -> dict[str, Any]:
         """A worker builds its own verifier (a loaded PRM or the engine it holds does not travel)."""
         return super().__getstate__() | {"_verifier": None}
+
+    def close(self) -> None:
+        """Release the engines this block built from settings: the policy's (when owned) and the verifier's."""
+        super().close()
+        if getattr(self, "_verify_handle", None) is not None:
+            self._verify_handle.close()
+            self._verifier = None
 
     def settings(self) -> dict[str, Any]:
         return super().settings() | {"lineage": self.lineage | {"model": self.model}}
@@ -143,7 +153,9 @@ class SolveStage(StageBlock):
         indexed = problems.assign(problem_id=problems["problem_id"].astype(str)).drop_duplicates(
             "problem_id").set_index("problem_id")
         if self._verifier is None:
-            self._verifier = AttemptVerifier(self.config.verify_settings(), indexed, lambda: self.generator,
+            handle = self._verify_handle
+            engine = (lambda: handle.get()) if handle is not None else (lambda: self.generator)
+            self._verifier = AttemptVerifier(self.config.verify_settings(), indexed, engine,
                                              template=self.config.template, answer_policy=self.answers,
                                              aggregate=self.config.prm_aggregate)
         self._verifier.use_problems(indexed)
