@@ -142,6 +142,27 @@ def test_a_run_killed_after_its_first_dpo_model_resumes_to_the_same_rows(finishe
     assert manifest["status"] == "finished" and manifest["final_model"] == str(out / "iter2/model-sft")
 
 
+@pytest.mark.slow
+@requires_train
+def test_plain_self_training_from_a_given_warm_up(finished, tiny_model_dir, tmp_path):
+    """method st: no pairs, no DPO; pseudo-labels sampled from the given warm-up, SFT from the base model."""
+    reference, _ = finished
+    warm = reference / "iter0/model-sft"
+    out = tmp_path / "st"
+    result = CliRunner().invoke(main, ["selftrain", "--model", str(tiny_model_dir), "--data", "embedded:3",
+                                       "--backend", "hf", "--method", "st", "--iterations", "1", "--samples", "1",
+                                       "--max-tokens", "8", "--sft-max-steps", "1", "--batch-size", "2",
+                                       "--warmup-model", str(warm), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not (out / "iter0").exists() and not (out / "iter1/samples.parquet").exists()
+    assert not (out / "iter1/model-dpo").exists() and not (out / "iter1/pairs.parquet").exists()
+    drawn = read_table(out / "iter1/pseudo_samples.parquet", kind="rollouts")
+    assert set(drawn["model"]) == {str(warm)}
+    sft = json.loads((out / "iter1/model-sft/train_report.json").read_text())
+    assert sft["model"] == str(Path(tiny_model_dir).resolve())
+    assert "iter0 (given: model-sft)" in (out / "report.md").read_text()
+
+
 def test_the_shipped_recipe_builds_a_selftrain_config():
     recipe = load_recipe("dpo_st", {"iterations": 2, "out": "runs/x"})
     step = next(s for s in recipe.steps if s["do"] == "selftrain")
