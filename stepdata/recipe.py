@@ -13,8 +13,8 @@ steps' batches on a Ray cluster, with ``ray:`` holding its options
 Strings may use ``${var}`` and ``${var+N}`` (an integer var plus N); a value that is
 only ``${var}`` keeps the var's type. Nothing in a recipe is evaluated as code.
 
-Every step is resumable (stages through their executor, the others by the file they
-write), so a killed run started again with the same command finishes with the same
+Every step is resumable (stages through their executor, ``selftrain`` by its own
+manifest, the others by the file they write), so a killed run started again with the same command finishes with the same
 rows. One engine per model is loaded when a step first needs it and shared by the
 steps after it; it is released before a step with another model, and before training.
 
@@ -375,10 +375,34 @@ def step_audit(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path, 
     return Path(out), {"pairs": len(pairs)}
 
 
+def step_selftrain(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path, dict[str, Any]]:
+    """The DPO-ST self-training loop (:mod:`stepdata.selftrain`) into ``out``, resumable on its own."""
+    from stepdata.pipeline.lineage import load_lineage_problems
+    from stepdata.selftrain import SelfTrainConfig, run_selftrain
+
+    _params(step, {"model", "data", "eval", "out", "config", "data_dir"}, where)
+    config = config_from_mapping(SelfTrainConfig, step.get("config"), f"{where}.config")
+    data = run.ref(step["data"], f"{where}.data")
+    problems = load_lineage_problems(data, step.get("data_dir"), given=data, needed_by=where)
+    evaluation = step.get("eval") and run.ref(step["eval"], f"{where}.eval")
+    eval_problems = load_lineage_problems(evaluation, step.get("data_dir"), given=evaluation,
+                                          needed_by=where) if evaluation else None
+    run.release_engines()  # the loop loads its own engines and trains
+    out = run.path(step["out"])
+    manifest = run_selftrain(out, run.ref(step["model"], f"{where}.model"), problems, config,
+                             engine=run.recipe.engine, eval_problems=eval_problems, data_label=str(step["data"]),
+                             eval_label=str(step.get("eval") or "eval problems"), echo=run.echo)
+    accuracy = {f"iter{r['iteration']}/{name}": r[f"eval_{name}"]["accuracy"] for r in manifest["iterations"]
+                for name in ("dpo", "sft") if r.get(f"eval_{name}")}
+    return out, {"final_model": manifest["final_model"], "iterations": len(manifest["iterations"]),
+                 "accuracy": accuracy, "report": str(out / "report.md")}
+
+
 STEP_KINDS: dict[str, Callable[[RecipeRun, dict[str, Any], str], tuple[Path, dict[str, Any]]]] = {
     "make-problems": step_make_problems, "problems": step_load_problems, "model": step_model, "eval": step_eval,
     "train": step_train, "sample": _stage_step, "localize": _stage_step, "rectify": _stage_step,
-    "synthesize": _stage_step, "solve": _stage_step, "combine": step_combine, "export": step_export, "audit": step_audit,
+    "synthesize": _stage_step, "solve": _stage_step, "combine": step_combine, "export": step_export,
+    "audit": step_audit, "selftrain": step_selftrain,
 }
 
 
