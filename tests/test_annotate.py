@@ -158,6 +158,9 @@ def test_labels_file_round_trip_and_every_bad_line_named(tmp_path):
         with pytest.raises(LabelsError) as refused:
             read_labels(tmp_path / "bad.jsonl", "jsonl")
         assert message in str(refused.value) and str(tmp_path / "bad.jsonl") in str(refused.value), line
+    (tmp_path / "bad.jsonl").write_bytes(first.encode() + b"\n" + '{"solution_id": "caf\u00e9"}'.encode("latin-1") + b"\n")
+    with pytest.raises(LabelsError, match="bad.jsonl line 2: not UTF-8 text"):
+        read_labels(tmp_path / "bad.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
     with pytest.raises(LabelsError, match="holds no labels"):
         read_labels(tmp_path / "empty.jsonl")
@@ -252,6 +255,16 @@ def test_label_studio_tasks_out_and_its_json_export_in(run, tmp_path):
     assert len(tasks) == 6 and all(set(t) == {"data"} for t in tasks)
     by_id = {t["data"]["solution_id"]: t for t in tasks}
     p0, p1, p2, p3 = run.ids
+    statuses = read_table(run.localized, kind="localized").set_index("rollout_id").status
+    chosen = _invoke("annotate", run.localized, "--format", "label-studio", "--status", "error", "--out",
+                     tmp_path / "errors.json")
+    assert chosen.exit_code == 0 and f"{int(statuses.eq('error').sum())} of 6 wrong solutions" in chosen.output
+    some = json.loads((tmp_path / "errors.json").read_text())
+    assert {t["data"]["solution_id"] for t in some} == set(statuses.index[statuses.eq("error")])
+    # part of the table, the same fingerprint: the whole table's wrong solutions (the rollouts table's too)
+    assert {t["data"]["table_fingerprint"] for t in some} == {load_items(run.rollouts).fingerprint}
+    refused = _invoke("annotate", run.rollouts, "--status", "error", "--out", tmp_path / "x.html")
+    assert refused.exit_code != 0 and "needs a localized table" in refused.output
     first = by_id[f"{p1}:1"]["data"]
     assert first["solution"].startswith("Step 1: ") and "\nStep 2: " in first["solution"] and first["n_steps"] == 3
     assert first["steps_sha256"] == steps_sha256(first["steps"]) and first["question"].endswith("?")

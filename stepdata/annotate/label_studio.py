@@ -160,9 +160,9 @@ def _label_of_task(task: Any, where: str, skipped: dict[str, int]) -> Label | No
 def read_label_studio(path: str | os.PathLike) -> LabelSet:
     """The labels in a Label Studio JSON export of our tasks (module doc)."""
     try:
-        tasks = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise LabelsError(f"{path}: not JSON ({exc})") from None
+        tasks = json.loads(Path(path).read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LabelsError(f"{path}: not JSON in UTF-8 ({exc})") from None
     if not isinstance(tasks, list):
         raise LabelsError(f"{path}: a Label Studio export is a JSON list of tasks, not {type(tasks).__name__}")
     labels, skipped = [], {"tasks_without_annotation": 0, "cancelled_annotations": 0, "older_annotations": 0}

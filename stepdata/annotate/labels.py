@@ -158,11 +158,15 @@ def label_from_record(record: Any, where: str) -> Label:
 def read_labels_jsonl(path: str | os.PathLike) -> LabelSet:
     """The labels of a JSON lines file (module doc); blank lines are skipped, anything else is checked."""
     labels = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path} line {number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise LabelsError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
             if not line.strip():
                 continue
-            where = f"{path} line {number}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -183,9 +187,9 @@ def write_labels_jsonl(labels: Iterable[Label], path: str | os.PathLike) -> Path
 
 def detect_format(path: str | os.PathLike) -> str:
     """"jsonl" or "label-studio" by content: Label Studio exports one JSON list of tasks, the page JSON lines."""
-    with open(path, encoding="utf-8-sig") as handle:
-        head = handle.read(4096).lstrip()
-    return "label-studio" if head.startswith("[") else "jsonl"
+    with open(path, "rb") as handle:
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return "label-studio" if head.startswith(b"[") else "jsonl"
 
 
 def read_labels(path: str | os.PathLike, labels_format: str = "auto") -> LabelSet:

@@ -70,32 +70,36 @@ def solution_units(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     return wrong_rollouts(table)[0]
 
 
-def read_solutions(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
-    """The wrong solutions of a rollouts or localized table (anything else is refused), and its kind."""
+def _read_source(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
     kind = read_metadata(path).get("kind")
     if kind not in ("rollouts", "localized"):
         raise ValueError(f"{path}: expected a rollouts or localized table, found {kind or 'a table without stepdata metadata'}")
-    return solution_units(read_table(path, kind=kind), kind), kind
+    return read_table(path, kind=kind), kind
+
+
+def read_solutions(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
+    """The wrong solutions of a rollouts or localized table (anything else is refused), and its kind."""
+    table, kind = _read_source(path)
+    return solution_units(table, kind), kind
 
 
 def load_items(path: str | os.PathLike, problems: pd.DataFrame | None = None, *,
                statuses: Collection[str] = (), limit: int | None = None) -> AnnotationSet:
     """The solutions of ``path`` to annotate: wrong ones, with steps, optionally only those a localizer gave one of
     ``statuses`` (a localized table), at most ``limit``. ``problems`` (indexed or not) fills question and gold."""
-    kind = read_metadata(path).get("kind")
+    table, kind = _read_source(path)
     if statuses:
         unknown = sorted(set(statuses) - set(LOCALIZE_STATUSES))
         if unknown:
             raise ValueError(f"unknown status(es) {unknown}; expected some of {list(LOCALIZE_STATUSES)}")
         if kind != "localized":
             raise ValueError(f"{path}: choosing solutions by status needs a localized table, this is a {kind} table")
-    units, kind = read_solutions(path)
+    units = solution_units(table, kind)
     fingerprint = solutions_fingerprint((str(r), list(s or [])) for r, s in zip(units["rollout_id"], units["steps"]))
     chosen = units
     left_out: dict[str, int] = {}
-    if statuses:
-        status = read_table(path, kind="localized")["status"].fillna("unknown")
-        keep = status.isin(list(statuses)).to_numpy()
+    if statuses:  # a localized table's rows are its units, in order
+        keep = table["status"].fillna("unknown").isin(list(statuses)).to_numpy()
         left_out["other_status"] = int((~keep).sum())
         chosen = chosen[keep]
     has_steps = chosen["steps"].map(lambda s: s is not None and len(s) > 0)
