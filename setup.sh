@@ -8,8 +8,9 @@
 #                    pulls several GB of CUDA packages).
 #   PYTHON           interpreter used to create .venv (default: python3)
 #   STEPDATA_BROWSER 1 (default) installs Chromium from the distribution's packages when it is missing
-#                    and this runs as root with apt-get (the audit page is tested in a real browser);
-#                    0 skips it.
+#                    and this runs as root with apt-get (the audit and annotation pages are tested in a
+#                    real browser); 0 skips it. The test extra's playwright drives that Chromium; this script
+#                    never runs `playwright install`, so no browser is ever downloaded.
 set -euo pipefail
 cd "$(dirname "$0")"
 

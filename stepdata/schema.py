@@ -87,6 +87,12 @@ LOCALIZED = pa.schema(
     ]
 )
 
+# Who wrote a pair's chosen side. Step-DPO's point is that "policy" chosen steps are in distribution (sampled
+# from the model being trained); a person's corrected step ("human") or a problem's reference solution
+# ("reference") is out of distribution, which a trainer or an export may want to weigh or leave out.
+CHOSEN_SOURCES = ("policy", "human", "reference")
+OUT_OF_DISTRIBUTION_SOURCES = ("human", "reference")
+
 # A pair is (prompt, chosen, rejected) where the prompt is the chat in
 # ``prompt_messages`` continued by ``prefix_steps``: the last message of
 # ``prompt_messages`` is the assistant's partial answer from the template (e.g.
@@ -113,6 +119,7 @@ PAIRS = pa.schema(
         pa.field("rejected_ends_solution", pa.bool_()),
         pa.field("error_step", pa.int64()),
         pa.field("chosen_verified", pa.bool_()),  # the chosen step passed a checker; null = not checked
+        pa.field("chosen_source", pa.string()),  # who wrote chosen: one of CHOSEN_SOURCES; null = not recorded
         pa.field("kind", pa.string(), nullable=False),
         pa.field("provenance", PROVENANCE_TYPE),
     ]
@@ -161,6 +168,7 @@ ATTEMPTS = pa.schema(
 # read_table fills them, so tables (and resumable parts) written before them stay readable.
 ADDED_COLUMNS: dict[str, dict[str, object]] = {
     "attempts": {"verify_calls": 0, "verify_tokens": 0, "verify_checks": "[]"},
+    "pairs": {"chosen_source": None},
 }
 
 # What ``solve`` decided per problem (one row per problem): the answer it gives, how it got there (every
@@ -201,6 +209,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 # Values a column may take, checked row by row at write time.
 ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pairs", "kind"): PAIR_KINDS,
+    ("pairs", "chosen_source"): CHOSEN_SOURCES,
     ("localized", "status"): LOCALIZE_STATUSES,
     ("attempts", "outcome"): tuple(ATTEMPT_OUTCOMES),
     ("solved", "stop_reason"): SOLVE_STOP_REASONS,

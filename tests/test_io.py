@@ -47,6 +47,7 @@ def pair_row(**overrides):
         "rejected_ends_solution": True,
         "error_step": 1,
         "chosen_verified": None,
+        "chosen_source": "policy",
         "kind": "step-dpo",
         "provenance": {"model": "tiny", "sampling": "{}", "localizer": "rules"},
     }

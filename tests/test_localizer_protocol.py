@@ -158,7 +158,7 @@ def test_the_toy_in_the_localize_command_found_by_plugin(tmp_path):
                               "--method", "toy", "--out", str(tmp_path / "x.parquet")],
                              check=False, capture_output=True, text=True, timeout=300,
                           cwd=REPO)
-    assert unknown.returncode == 2 and "'toy' is not a registered localizer; available: exact, judge" in unknown.stderr
+    assert unknown.returncode == 2 and "'toy' is not a registered localizer; available: exact, human, judge" in unknown.stderr
 
 
 PROCESSBENCH = [  # ProcessBench's layout: problem, steps, 0-based label (-1: no error)

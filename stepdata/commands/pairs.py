@@ -126,3 +126,45 @@ def audit_cmd(pairs: str, out: str, max_pairs: int | None, title: str | None) ->
     shown = len(df) if max_pairs is None else min(max_pairs, len(df))
     left_out = f"; {len(df) - shown} left out by --max-pairs {max_pairs}" if shown < len(df) else ""
     click.echo(f"wrote the audit of {len(df)} pairs ({shown} rendered{left_out}) to {path}")
+
+
+@click.group("pairs")
+def pairs_group() -> None:
+    """Pairs tables made otherwise than by the pair stages (rectify, synthesize)."""
+
+
+@pairs_group.command("from-corrections")
+@click.argument("localized", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Pairs table to write (.parquet).")
+@click.option("--problems", "problems_source",
+              help="Problems table or data set (default: the one LOCALIZED records).")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR",
+              help="Folder holding the named data sets ($STEPDATA_DATA_DIR).")
+@click.option("--template", help="The template the rollouts were sampled with (default: the one LOCALIZED records).")
+def from_corrections_cmd(localized: str, out: str, problems_source: str | None, data_dir: str | None,
+                         template: str | None) -> None:
+    """Step-DPO pairs whose chosen step is a person's correction, from LOCALIZED (`localize --method human`).
+
+    Each row whose label gives the first wrong step and a corrected step becomes one pair: the
+    policy's prompt and prefix, rejected = its wrong step, chosen = the person's text in that step's
+    frame (its "Step k:" marker and whitespace). The pairs are out of distribution (the policy did not
+    write chosen): chosen_source is "human". Every row's outcome is counted in OUT.summary.json.
+    """
+    from stepdata.pairs.corrections import write_correction_pairs
+    from stepdata.pipeline.lineage import lineage_of, load_lineage_problems
+
+    try:
+        lineage = lineage_of(localized)
+        problems = load_lineage_problems(lineage.get("problems"), data_dir, given=problems_source,
+                                         needed_by="pairs from-corrections")
+        if problems is None:
+            raise click.UsageError("give --problems (LOCALIZED records none)")
+        pairs, summary = write_correction_pairs(localized, out, problems, template or lineage.get("template")
+                                                or "step_by_step", lineage)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    outcomes = ", ".join(f"{name} {n}" for name, n in summary["outcomes"].items())
+    verified = ", ".join(f"{name} {n}" for name, n in summary["chosen_verified"].items())
+    click.echo(f"wrote {len(pairs)} step-dpo pairs with a person's corrected step (chosen_source human) to {out}, "
+               f"from {summary['rows']} localized rows ({outcomes}); chosen steps checked: {verified}; summary in "
+               f"{out}.summary.json")

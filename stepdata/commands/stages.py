@@ -111,17 +111,22 @@ def _problems_for(source: str, given: str | None, data_dir: str | None, needed_b
 
 
 @click.command("localize")
-@click.argument("rollouts_table", metavar="ROLLOUTS", type=click.Path(exists=True, dir_okay=False))
+@click.argument("rollouts_table", metavar="SOURCE", type=click.Path(exists=True, dir_okay=False))
 @stage_options(LocalizeConfig, limit_help="Use only the first N rows of ROLLOUTS.",
                model_help="The judge (judge methods) or the policy (rollouts method).", exclude=("method",))
 @plugin_option
 @click.option("--method", type=LocalizerName(), default=LocalizeConfig.method, show_default=True,
               help=LocalizeConfig.__dataclass_fields__["method"].metadata["help"])
 @click.option("--problems", "problems_source",
-              help="Problems table or data set (default: the one the rollouts table records).")
+              help="Problems table or data set (default: the one SOURCE records).")
 def localize_cmd(rollouts_table: str, problems_source: str | None, data_dir: str | None, plugins: tuple[str, ...],
                  **options) -> None:
-    """Stage 2: find the first wrong step of every wrong rollout in ROLLOUTS."""
+    """Stage 2: find the first wrong step of every wrong rollout in SOURCE.
+
+    SOURCE is a rollouts table, or a localized table to localize again with another method
+    (e.g. `--method human --labels FILE` with the labels people gave on `stepdata annotate`'s page).
+    """
+    from stepdata.annotate.source import read_solutions
     from stepdata.localize import required_options
     from stepdata.pipeline.localize import LocalizeStage
 
@@ -129,7 +134,13 @@ def localize_cmd(rollouts_table: str, problems_source: str | None, data_dir: str
     engine = engine_config(options)
     if "generator" in required_options(config.method) and engine.model is None:
         raise click.UsageError(f"--method {config.method} needs --model")
-    table = _user_error(read_table, rollouts_table, kind="rollouts")
+    if config.method == "human" and not config.labels:
+        raise click.UsageError("--method human needs --labels FILE (the labels saved by `stepdata annotate`'s page, "
+                               "or Label Studio's JSON export)")
+    if _user_error(read_metadata, rollouts_table).get("kind") == "localized":
+        table = _user_error(read_solutions, rollouts_table)[0]  # its wrong rollouts, as they were sampled
+    else:
+        table = _user_error(read_table, rollouts_table, kind="rollouts")
     lineage, problems = _user_error(_problems_for, rollouts_table, problems_source, data_dir, "localize")
     block = _user_error(LocalizeStage.build, engine if engine.model else None, problems, config)
     block.inherit(lineage)
@@ -141,6 +152,12 @@ def localize_cmd(rollouts_table: str, problems_source: str | None, data_dir: str
                f"{stats['no_error']}, unknown {stats['unknown']}, unfinished {stats['unfinished']}); {judge_line}"
                f"not localized: {left_out.get('correct', 0)} correct, {left_out.get('unjudged_or_failed', 0)} "
                f"unjudged or failed; wrote {result.path}")
+    if "labels" in stats:
+        labels = stats["labels"]
+        missing = labels["not_in_table_ids"]
+        named = f": {', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''}" if missing else ""
+        click.echo(f"labels: {labels['used']} of {labels['labels']} used ({labels['corrected_steps']} with a corrected "
+                   f"step); {labels['not_in_table']} for solutions not in SOURCE{named} (all named in the summary)")
 
 
 def run_pair_stage(block_cls: type, table: pd.DataFrame, problems: pd.DataFrame, lineage: dict, options: dict,

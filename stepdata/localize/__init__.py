@@ -2,7 +2,7 @@
 
 Every localizer speaks one interface (:mod:`stepdata.localize.base`); importing this
 package registers the built-ins ("rules", "exact", "judge", "rules+judge",
-"rollouts", "prm"), so :func:`make_localizer` finds them by name.
+"rollouts", "prm", "human"), so :func:`make_localizer` finds them by name.
 """
 
 from stepdata.localize.base import (
@@ -20,6 +20,7 @@ from stepdata.localize.base import (
     unregister_localizer,
 )
 from stepdata.localize.exact import ExactLocalizer
+from stepdata.localize.human import HumanLocalizer
 from stepdata.localize.judge import JudgeLocalizer
 from stepdata.localize.prm import PRMLocalizer
 from stepdata.localize.rollouts import RolloutLocalizer
@@ -35,6 +36,7 @@ __all__ = [
     "Claim",
     "ExactLocalizer",
     "Fallback",
+    "HumanLocalizer",
     "JudgeLocalizer",
     "Localization",
     "Localizer",

@@ -129,6 +129,12 @@ class Localizer(Protocol):
     A localizer may also say which problem fields of a :class:`Solution` it reads
     ("question", "answer", "reference", "meta") with a ``needs`` attribute; callers
     that cannot fill them refuse before any work is done.
+
+    Two more optional methods serve a localizer that answers from a file made for one
+    input (the human localizer's labels), when it is built without a model: the localize
+    stage calls ``check_input(solutions)`` with all of its units before any batch (to
+    refuse a file made for another table), and adds ``report(localized)``, a JSON-able
+    dict, to its summary under ``labels``.
     """
 
     name: str

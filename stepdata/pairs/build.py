@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stepdata.schema import PAIR_KINDS
+from stepdata.schema import CHOSEN_SOURCES, PAIR_KINDS
 from stepdata.steps import join_steps
 
 
@@ -46,6 +46,7 @@ def make_pair(
     error_step: int | None,
     source: str | None = None,
     chosen_verified: bool | None = None,
+    chosen_source: str | None = None,
     model: str | None = None,
     sampling: dict[str, Any] | None = None,
     localizer: str | None = None,
@@ -59,9 +60,13 @@ def make_pair(
     ends the solution, so a trainer appends end-of-sequence to it and to nothing else.
     A side whose solution was cut at ``max_tokens`` (``*_finished=False``) never ends
     its solution, even with nothing after it: EOS there would teach stopping mid-way.
+    ``chosen_source`` says who wrote chosen (:data:`~stepdata.schema.CHOSEN_SOURCES`: the policy, a
+    person, a reference solution; None when not recorded); it is not part of the pair's identity.
     """
     if kind not in PAIR_KINDS:
         raise ValueError(f"unknown pair kind {kind!r}; expected one of {PAIR_KINDS}")
+    if chosen_source is not None and chosen_source not in CHOSEN_SOURCES:
+        raise ValueError(f"unknown chosen_source {chosen_source!r}; expected one of {CHOSEN_SOURCES}")
     head = partial_answer(prompt_messages) + join_steps(prefix_steps)
     row = {
         "pair_id": None,
@@ -79,6 +84,7 @@ def make_pair(
         "rejected_ends_solution": not rejected_rest and rejected_finished,
         "error_step": error_step,
         "chosen_verified": chosen_verified,
+        "chosen_source": chosen_source,
         "kind": kind,
         "provenance": {
             "model": model,

@@ -65,7 +65,7 @@ from stepdata.io import (
     to_arrow,
 )
 from stepdata.pairs.build import pair_prompt_text, partial_answer
-from stepdata.schema import PAIRS
+from stepdata.schema import ADDED_COLUMNS, PAIRS
 from stepdata.steps import join_steps
 
 EXPORT_FORMATS: tuple[str, ...] = ("trl", "step-dpo", "jsonl", "parquet")
@@ -362,7 +362,10 @@ def read_pairs(path: str | os.PathLike, *, ignore_unknown_columns: bool = False)
     layout = _layout_of(list(records[0]))
     if layout is not None:
         raise _not_pairs_rows(path, layout)
+    added = ADDED_COLUMNS.get("pairs", {})
     for number, record in enumerate(records, start=1):
+        for name, value in added.items():  # an export written before the column: what it did not record
+            record.setdefault(name, value)
         missing = [name for name in PAIRS.names if name not in record]
         unknown = [name for name in record if name not in PAIRS.names]
         if missing or unknown:

@@ -57,5 +57,5 @@ def perturbed_pairs(problems: pd.DataFrame, kind: str = "step-dpo", template: st
                               prompt_messages=prompt_messages_of(prompt.render(question=p.question)),
                               prefix_steps=steps[:k], chosen=chosen, rejected=rejected, chosen_rest=rests[0],
                               rejected_rest=rests[1], kind=kind, error_step=k, source=p.source,
-                              chosen_verified=True, localizer="constructed"))
+                              chosen_verified=True, chosen_source="reference", localizer="constructed"))
     return pd.DataFrame(rows, columns=PAIRS.names)

@@ -149,6 +149,7 @@ def pairs_stats(df: pd.DataFrame, dropped: pd.DataFrame | None = None) -> dict[s
         "problems": problem_count(df),
         "by_kind": pairs_by_kind(df),
         "by_source": value_counts(df["source"]) if "source" in df.columns else {},
+        "by_chosen_source": value_counts(column(df, "chosen_source")),
         "error_step_histogram": _error_step_histogram(column(df, "error_step")),
         "pairs_per_problem": {
             **distribution(per_problem),
@@ -196,6 +197,8 @@ def render_stats(stats: dict[str, Any]) -> str:
         add("by kind", kind, with_share(n))
     for source, n in stats["by_source"].items():
         add("by source", source, with_share(n))
+    for source, n in stats.get("by_chosen_source", {}).items():
+        add("chosen written by", source, with_share(n))
     for key, n in stats["error_step_histogram"].items():
         add("error step", _step_label(key), with_share(n))
     ppp = stats["pairs_per_problem"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -48,7 +49,8 @@ METHOD_HELP = ("Any registered localizer. rules: exact checks of every step's ar
                "plus each step's value against the gold steps (embedded problems); judge: an LLM judge with a "
                "majority vote; rules+judge: the judge only where rules find no false claim; rollouts: Monte-Carlo "
                "continuations from each prefix with --model as the policy; prm: a process reward model "
-               "(--prm-model) scores every step, the first below --threshold is the error.")
+               "(--prm-model) scores every step, the first below --threshold is the error; human: people's labels "
+               "(--labels, from `stepdata annotate`).")
 PRM_FAMILY_HELP = ("prm method: how the PRM reads a solution. separator: Qwen2.5-Math-PRM (chat template, a "
                    "separator token after each step, two-class head); step_tag: Math-Shepherd (a causal LM, a tag "
                    "after each step, the good/bad tokens' logits); token_classify: a token-classification model "
@@ -95,6 +97,13 @@ class LocalizeConfig:
     prm_max_length: int | None = setting(None, "prm method: the longest input in tokens (default: the PRM's "
                                                "context); a longer solution is not scored (unknown, with an error).",
                                          minimum=1)
+    # the human method: people's labels, read when the localizer is built (recorded by path and SHA-256)
+    labels: str | None = setting(None, "human method: the people's labels: the JSON lines file the page of "
+                                       "`stepdata annotate` saves, or Label Studio's JSON export of the tasks "
+                                       "`stepdata annotate --format label-studio` wrote.", metavar="FILE")
+    labels_format: str = setting("auto", "human method: how --labels is written (auto: a JSON list is Label "
+                                         "Studio's export, anything else JSON lines).",
+                                 choices=("auto", "jsonl", "label-studio"))
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -125,7 +134,8 @@ class LocalizeConfig:
                    "prm_family": self.prm_family, "prm_engine": self.prm_engine, "threshold": self.threshold,
                    "prm_separator": self.prm_separator, "prm_step_tag": self.prm_step_tag,
                    "prm_good_token": self.prm_good_token, "prm_bad_token": self.prm_bad_token,
-                   "prm_batch_size": self.prm_batch_size, "prm_max_length": self.prm_max_length} | more
+                   "prm_batch_size": self.prm_batch_size, "prm_max_length": self.prm_max_length,
+                   "labels": self.labels, "labels_format": self.labels_format} | more
         return options_for(self.method, offered)
 
     def recorded(self) -> dict[str, Any]:
@@ -137,6 +147,8 @@ class LocalizeConfig:
             recorded["judge_template"] = template_fingerprint(recorded["judge_template"])
         else:  # the shipped template: recorded as before there was a choice
             recorded.pop("judge_template", None)
+        if recorded.get("labels") is not None and Path(recorded["labels"]).is_file():
+            recorded["labels"] = template_fingerprint(recorded["labels"])  # changed labels: a changed config
         return recorded | (self.answer_policy().describe() if "answer_policy" in options else {})
 
     def uses_model(self) -> bool:
@@ -248,7 +260,12 @@ class LocalizeStage(StageBlock):
         return cls(None, problems, config=config, engine=engine if config.uses_model() else None)
 
     def units(self, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-        return wrong_rollouts(table)
+        units, left_out = wrong_rollouts(table)
+        # a localizer that answers from a file made for one input checks it against the whole input now
+        check = getattr(getattr(self, "_localizer", None), "check_input", None)
+        if check is not None:
+            check([self._solution(row) for row in units.to_dict("records")])
+        return units, left_out
 
     def _solution(self, row: dict[str, Any]) -> Solution:
         correct = _value(row.get("correct"))
@@ -277,7 +294,9 @@ class LocalizeStage(StageBlock):
         return pd.DataFrame(rows, columns=LOCALIZED.names)
 
     def stats(self, localized: pd.DataFrame) -> dict[str, Any]:
-        return localize_stats(localized)
+        stats = localize_stats(localized)
+        report = getattr(getattr(self, "_localizer", None), "report", None)
+        return stats | ({"labels": report(localized)} if report is not None else {})
 
 
 def localize_stats(localized: pd.DataFrame) -> dict[str, Any]:

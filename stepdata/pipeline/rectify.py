@@ -195,6 +195,7 @@ class RectifyStage(PairStage):
                 prefix_steps=steps[:k], chosen=chosen, rejected=steps[k],
                 chosen_rest=rest, rejected_rest=join_steps(steps[k + 1:]),
                 kind="step-dpo", error_step=k, source=problem.get("source"), chosen_verified=checks.verified(i),
+                chosen_source="policy",
                 model=self.generator.model, sampling=self.sampling.as_record(), localizer=row.get("method"),
                 rejected_finished=not is_unfinished(row.get("finish_reason")),
             ))

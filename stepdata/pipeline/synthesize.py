@@ -315,7 +315,9 @@ class SynthesizeStage(PairStage):
         messages = prompt_messages_of(self.template.render(question=problem["question"]))
         common = dict(problem_id=row["problem_id"], question=problem["question"], answer=problem["answer"],
                       prompt_messages=messages, source=problem.get("source"), model=self.generator.model,
-                      localizer="step-controlled")
+                      localizer="step-controlled",
+                      # a correct rollout is the policy's own text; a unit without a prompt is a reference solution
+                      chosen_source="policy" if isinstance(row.get("prompt"), str) else "reference")
         if checks.error is not None:  # the verifier failed: the unit is redone on resume
             return attempt_row(row["unit_id"], row["problem_id"], self.name, None, candidates=len(branches),
                                generated_tokens=tokens, error=checks.error, detail=checks.describe(),
