@@ -14,6 +14,7 @@ import click
 
 import stepdata
 from stepdata.commands import (
+    audit,
     bench,
     data,
     evaluate,
@@ -69,7 +70,7 @@ for command in (
     text.check_cmd, text.extract_cmd, text.split_cmd, text.prompts_cmd,
     models.model_group, models.generate_cmd, models.serve_cmd,
     bench.bench_group,
-    pairs.merge_cmd, pairs.combine_cmd, pairs.stats_cmd, pairs.audit_cmd,
+    pairs.merge_cmd, pairs.combine_cmd, pairs.stats_cmd, audit.audit_cmd, audit.compare_cmd,
     export.export_cmd,
     evaluate.eval_cmd,
     solve.solve_cmd,
