@@ -183,7 +183,7 @@ def show(data: Any, max_rows: int | None = DEFAULT_MAX_ROWS, *, max_pairs: int |
         found = table_kind(data, kind)
         if found.kind == "pairs":
             return PairsView(data, max_pairs=cap)
-        return SolutionsView(data, max_solutions=cap, kind=found.kind, problems=problems)
+        return SolutionsView(data, max_solutions=cap, kind=kind, problems=problems)
     row = row_dict(data)
     if row_kind(row) == "pairs":
         return PairView(row)
