@@ -26,7 +26,7 @@ from stepdata.audit import (
     show,
     table_kind,
 )
-from stepdata.audit.solution_html import OUTCOMES, outcome_of, solution_block
+from stepdata.audit.solution_html import OUTCOMES, outcome_of, outcomes, solution_block
 from stepdata.localize.base import Solution
 from stepdata.localize.judge import JudgeVerdict
 from stepdata.localize.prm import PRMLocalizer
@@ -128,6 +128,7 @@ def test_rollouts_page_counts_every_outcome(run):
         OUTCOMES["no_answer"]: int((rollouts["correct"].eq(False) & ~unfinished & rollouts["pred_answer"].isna()).sum()),
         OUTCOMES["unfinished"]: int(unfinished.sum()),
     }
+    assert outcomes(rollouts).tolist() == [outcome_of(r) for r in rollouts.to_dict("records")]  # one rule, two forms
     table = re.search(r'<table class="sd-counts" data-counts="outcome">(.*?)</table>', page).group(1)
     shown = dict(re.findall(r"<tr><td>([^<]*)</td><td class=\"sd-n\">(\d+)</td>", table))
     assert {k: int(v) for k, v in shown.items()} == {k: v for k, v in expected.items() if v}

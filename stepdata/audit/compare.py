@@ -31,14 +31,15 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from stepdata.audit.fields import as_float, as_int, as_list
+from stepdata.audit.fields import as_int, as_list
 from stepdata.audit.kinds import table_kind
-from stepdata.audit.solution_html import status_of, verdict_label
+from stepdata.audit.solution_html import status_of, statuses, verdict_label
 
 TableLike = pd.DataFrame | str | os.PathLike
 
@@ -116,14 +117,21 @@ class Comparison:
 
     # -- per solution ------------------------------------------------------------------------------
 
+    @cached_property
+    def _labels(self) -> dict[str, dict[str, str]]:
+        """Every verdict as text, by solution then localizer (computed once: the views ask for each many times)."""
+        columns = {n: [code_label(None if pd.isna(c) else int(c), st)
+                       for c, st in zip(self.codes[n].tolist(), self.statuses[n].tolist())] for n in self.names}
+        return {rid: {n: columns[n][i] for n in self.names} for i, rid in enumerate(self.codes.index)}
+
     def label(self, name: str, rollout_id: str) -> str:
-        code = self.codes.at[rollout_id, name]
-        return code_label(None if pd.isna(code) else int(code), self.statuses.at[rollout_id, name])
+        """``name``'s verdict on a solution as text ("Step 2", "no error", "unknown", "unfinished")."""
+        return self._labels[rollout_id][name]
 
     def departs(self, rollout_id: str) -> list[str]:
         """The localizers whose verdict differs from the reference's (without one: from the majority's;
         when no verdict has a strict majority, every localizer departs)."""
-        labels = {n: self.label(n, rollout_id) for n in self.names}
+        labels = self._labels[rollout_id]
         if self.reference is not None:
             target = labels[self.reference]
             return [n for n in self.names if n != self.reference and labels[n] != target]
@@ -137,25 +145,28 @@ class Comparison:
     def disagreement_kind(self, rollout_id: str) -> str | None:
         """None when all agree; "undecided" when some decided and some did not, "error vs no error" when they
         differ on whether there is an error, else "step" (an error, on different steps)."""
-        codes = [self.codes.at[rollout_id, n] for n in self.names]
-        labels = {self.label(n, rollout_id) for n in self.names}
-        if len(labels) == 1:
+        labels = self._labels[rollout_id]
+        if len(set(labels.values())) == 1:
             return None
-        if any(pd.isna(c) for c in codes):
+        if any(not (v.startswith("Step ") or v == "no error") for v in labels.values()):
             return "undecided"
-        return "error vs no error" if len({int(c) >= 0 for c in codes}) > 1 else "step"
+        return "error vs no error" if len({v == "no error" for v in labels.values()}) > 1 else "step"
+
+    @cached_property
+    def _verdicts(self) -> pd.DataFrame:
+        data: dict[str, Any] = {"rollout_id": list(self.codes.index), "problem_id": list(self.problem_ids)}
+        for name in self.names:
+            data[name] = [self._labels[rid][name] for rid in self.codes.index]
+        data["all_agree"] = [len(set(self._labels[rid].values())) == 1 for rid in self.codes.index]
+        data["departs"] = [self.departs(rid) for rid in self.codes.index]
+        data["disagreement"] = [self.disagreement_kind(rid) for rid in self.codes.index]
+        return pd.DataFrame(data)
 
     @property
     def verdicts(self) -> pd.DataFrame:
-        """One row per matched solution: its problem, each localizer's verdict as text, and whether they all agree."""
-        data: dict[str, Any] = {"rollout_id": list(self.codes.index), "problem_id": list(self.problem_ids)}
-        for name in self.names:
-            data[name] = [self.label(name, rid) for rid in self.codes.index]
-        frame = pd.DataFrame(data)
-        frame["all_agree"] = frame[self.names].nunique(axis=1).eq(1)
-        frame["departs"] = [self.departs(rid) for rid in self.codes.index]
-        frame["disagreement"] = [self.disagreement_kind(rid) for rid in self.codes.index]
-        return frame
+        """One row per matched solution: its problem, each localizer's verdict as text, whether they all agree,
+        who departs (see :meth:`departs`) and the kind of disagreement (see :meth:`disagreement_kind`)."""
+        return self._verdicts.copy()
 
     @property
     def disagreements(self) -> pd.DataFrame:
@@ -294,8 +305,47 @@ def _check_table(df: pd.DataFrame, name: str) -> pd.DataFrame:
     return df.set_index("rollout_id", drop=False)
 
 
-def _steps_key(row: pd.Series) -> tuple[str, ...] | None:
-    return tuple(as_list(row.get("steps"))) if "steps" in row.index else None
+def _steps_keys(frame: pd.DataFrame, ids: list[str]) -> list[tuple[str, ...] | None]:
+    """The steps of each solution in ``ids`` as tuples (None for all when the table has no steps column)."""
+    if "steps" not in frame.columns:
+        return [None] * len(ids)
+    return [tuple(as_list(v)) for v in frame.loc[ids, "steps"]]
+
+
+def _match(frames: dict[str, pd.DataFrame], names: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The solutions in every table with the same steps everywhere (in the first table's order), and the others."""
+    indexes = {n: set(frames[n].index) for n in names}
+    everywhere = set.intersection(*indexes.values())
+    unmatched: list[dict[str, Any]] = []
+    for rid in sorted(set.union(*indexes.values()) - everywhere):
+        present = [n for n in names if rid in indexes[n]]
+        unmatched.append({"rollout_id": rid, "problem_id": str(frames[present[0]].at[rid, "problem_id"]),
+                          "present_in": present, "missing_from": [n for n in names if n not in present],
+                          "reason": "missing"})
+    order = [rid for rid in frames[names[0]].index if rid in everywhere]
+    keys = {n: _steps_keys(frames[n], order) for n in names}
+    matched = []
+    for i, rid in enumerate(order):
+        first = keys[names[0]][i]
+        differ = [n for n in names[1:] if keys[n][i] is not None and first is not None and keys[n][i] != first]
+        if differ:
+            unmatched.append({"rollout_id": rid, "problem_id": str(frames[names[0]].at[rid, "problem_id"]),
+                              "present_in": list(names), "missing_from": [],
+                              "reason": f"steps differ from {names[0]}'s in {', '.join(differ)}"})
+        else:
+            matched.append(rid)
+    return matched, unmatched
+
+
+def _codes(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(verdict, status) of every row, vectorised (see :func:`verdict_code`)."""
+    status = statuses(rows)
+    step = pd.to_numeric(rows["error_step"], errors="coerce")
+    code = pd.Series(pd.NA, index=rows.index, dtype="Int64")
+    located = status.eq("error") & step.ge(0)
+    code[located] = step[located].astype("int64")
+    code[status.eq("no_error")] = -1
+    return code, status
 
 
 def compare_localizers(tables: Mapping[str, TableLike] | Sequence[TableLike], reference: str | None = None
@@ -322,34 +372,15 @@ def compare_localizers(tables: Mapping[str, TableLike] | Sequence[TableLike], re
     frames = {name: _check_table(df, name) for (df, _, _), name in zip(given, names)}
     sources = {name: src for (_, _, src), name in zip(given, names)}
 
-    everywhere = set.intersection(*(set(f.index) for f in frames.values()))
-    anywhere = sorted(set.union(*(set(f.index) for f in frames.values())))
-    unmatched = []
-    matched = []
-    for rid in anywhere:
-        present = [n for n in names if rid in frames[n].index]
-        problem = next(str(frames[n].at[rid, "problem_id"]) for n in present)
-        if rid not in everywhere:
-            unmatched.append({"rollout_id": rid, "problem_id": problem, "present_in": present,
-                              "missing_from": [n for n in names if n not in present], "reason": "missing"})
-            continue
-        keys = {n: _steps_key(frames[n].loc[rid]) for n in names}
-        distinct = {k for k in keys.values() if k is not None}
-        if len(distinct) > 1:
-            first = keys[names[0]]
-            differ = [n for n in names if keys[n] is not None and keys[n] != first]
-            unmatched.append({"rollout_id": rid, "problem_id": problem, "present_in": present, "missing_from": [],
-                              "reason": f"steps differ from {names[0]}'s in {', '.join(differ)}"})
-            continue
-        matched.append(rid)
-    # table order of the first table, so the comparison reads like the tables
-    order = [rid for rid in frames[names[0]].index if rid in set(matched)]
-    rows = {n: frames[n].loc[order] for n in names}
-    codes = pd.DataFrame({n: pd.array([verdict_code(r) for r in rows[n].to_dict("records")], dtype="Int64")
-                          for n in names}, index=pd.Index(order, name="rollout_id"))
-    statuses = pd.DataFrame({n: [status_of(r) for r in rows[n].to_dict("records")] for n in names}, index=codes.index)
-    confidence = pd.DataFrame({n: [as_float(r.get("confidence")) for r in rows[n].to_dict("records")]
-                               for n in names}, index=codes.index, dtype=float)
+    matched, unmatched = _match(frames, names)
+    rows = {n: frames[n].loc[matched] for n in names}
+    index = pd.Index(matched, name="rollout_id")
+    found = {n: _codes(rows[n]) for n in names}
+    codes = pd.DataFrame({n: found[n][0].to_numpy() for n in names}, index=index).astype("Int64")
+    statuses = pd.DataFrame({n: found[n][1].to_numpy() for n in names}, index=index)
+    confidence = pd.DataFrame({n: pd.to_numeric(rows[n]["confidence"], errors="coerce").to_numpy()
+                               if "confidence" in rows[n].columns else float("nan") for n in names},
+                              index=index, dtype=float)
     problem_ids = rows[names[0]]["problem_id"].astype(str).set_axis(codes.index)
     return Comparison(names=names, reference=reference, codes=codes, statuses=statuses, confidence=confidence,
                       problem_ids=problem_ids, rows=rows,

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from stepdata.audit.fields import as_float, as_int
-from stepdata.audit.solution_html import OUTCOMES, outcomes, status_of
+from stepdata.audit.solution_html import OUTCOMES, outcomes, statuses
 from stepdata.audit.summary import Histogram, int_histogram
 from stepdata.pairs.stats import value_counts
 from stepdata.schema import LOCALIZE_STATUSES
@@ -101,22 +100,29 @@ def summarize_solutions(df: pd.DataFrame, kind: str) -> SolutionsSummary:
         steps=_steps_histogram(df), accuracy_by_problem=_accuracy_by_problem(df, outcome))
     if kind != "localized":
         return summary
-    records = df.to_dict("records")
-    statuses = [status_of(r) for r in records]
-    steps = [as_int(r.get("error_step")) for r in records]
-    methods = [str(r.get("method") or "none") for r in records]
-    summary.by_status = {s: statuses.count(s) for s in LOCALIZE_STATUSES if s in statuses}
-    summary.by_method = value_counts(pd.Series(methods, dtype=object))
-    summary.localizer_calls = sum(as_int(r.get("localizer_calls")) or 0 for r in records)
-    summary.localizer_tokens = sum(as_int(r.get("localizer_tokens")) or 0 for r in records)
-    summary.error_steps = _error_step_histogram(steps, statuses)
-    present = [s for s in LOCALIZE_STATUSES if s in statuses]
+    status = statuses(df)
+    step = pd.to_numeric(_numbers(df, "error_step"), errors="coerce")
+    methods = df["method"].astype(object).where(df["method"].notna(), "none").astype(str) if "method" in df.columns \
+        else pd.Series(["none"] * len(df), index=df.index)
+    counts = status.value_counts()
+    summary.by_status = {s: int(counts[s]) for s in LOCALIZE_STATUSES if s in counts.index}
+    summary.by_method = value_counts(methods)
+    summary.localizer_calls = int(pd.to_numeric(_numbers(df, "localizer_calls"), errors="coerce").fillna(0).sum())
+    summary.localizer_tokens = int(pd.to_numeric(_numbers(df, "localizer_tokens"), errors="coerce").fillna(0).sum())
+    summary.error_steps = _error_step_histogram([None if pd.isna(v) else int(v) for v in step], status.tolist())
+    present = [s for s in LOCALIZE_STATUSES if s in counts.index]
+    crossed = pd.crosstab(methods, status)
     summary.status_by_method = Histogram(present, {
-        m: [sum(1 for st, mm in zip(statuses, methods) if mm == m and st == s) for s in present]
-        for m in summary.by_method})
-    conf = [as_float(r.get("confidence")) for r in records]
-    binned = [confidence_bin(c) for c in conf if c is not None]
-    labels = list(CONFIDENCE_BINS) + (["none"] if any(c is None for c in conf) else [])
-    summary.confidence = Histogram(labels, {"rows": [binned.count(b) for b in CONFIDENCE_BINS]
-                                            + ([sum(c is None for c in conf)] if "none" in labels else [])})
+        m: [int(crossed.at[m, s]) if s in crossed.columns else 0 for s in present] for m in summary.by_method})
+    conf = pd.to_numeric(_numbers(df, "confidence"), errors="coerce")
+    binned = conf.dropna().map(confidence_bin).value_counts()
+    missing = int(conf.isna().sum())
+    labels = list(CONFIDENCE_BINS) + (["none"] if missing else [])
+    summary.confidence = Histogram(labels, {"rows": [int(binned.get(b, 0)) for b in CONFIDENCE_BINS]
+                                            + ([missing] if missing else [])})
     return summary
+
+
+def _numbers(df: pd.DataFrame, name: str) -> pd.Series:
+    """A numeric column, or an all-null one when the table lacks it."""
+    return df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index, dtype=float)

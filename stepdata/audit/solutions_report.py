@@ -135,7 +135,8 @@ def render_solutions_report(df: pd.DataFrame, title: str | None = None, max_solu
             else "sampled solutions")
     return html_page(title or f"stepdata {found.kind} audit", (
         f'<p class="sd-muted" data-kind="{esc(found.kind)}">A {esc(found.kind)} table: {len(df)} {what}, from '
-        f"{summary.problems} problems. Steps are numbered from 1 here (error_step k in the data is Step k+1). "
+        f"{summary.problems} problems. Steps are numbered from 1 here"
+        f"{' (error_step k in the data is Step k+1)' if found.kind == 'localized' else ''}. "
         f"{made_by()}</p>{guessed}"
         f"<h2>Summary</h2>{summary_html(summary)}{plots_html(summary)}"
         f"{metadata_html(dict(df.attrs.get('stepdata') or {}))}"
