@@ -227,3 +227,18 @@ def test_cli_audit_of_localized_and_rollouts_tables(run, tmp_path):
     assert done.exit_code == 0 and "questions not shown" in done.output and "give --problems" in done.output
     bad = runner.invoke(main, ["audit", str(moved), "--out", str(out), "--problems", str(tmp_path / "nope.parquet")])
     assert bad.exit_code != 0 and "--problems" in bad.output
+
+
+def test_a_recipe_audits_a_localized_step(run, tmp_path):
+    recipe = tmp_path / "audit.yaml"
+    recipe.write_text(f"""out: {tmp_path / "out"}
+steps:
+  - {{do: localize, input: "{run["dir"] / "rollouts.parquet"}", out: localized.parquet, config: {{method: rules}}}}
+  - {{do: audit, input: "@localize", out: localized.html}}
+""")
+    done = CliRunner().invoke(main, ["run", str(recipe)])
+    assert done.exit_code == 0, done.output
+    page = (tmp_path / "out" / "localized.html").read_text(encoding="utf-8")
+    wrong = int(run["rollouts"]["correct"].eq(False).sum())
+    assert "<title>stepdata localized audit</title>" in page and len(_articles(page)) == wrong
+    assert 'data-method="rules"' in page
