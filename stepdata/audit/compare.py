@@ -37,20 +37,11 @@ from typing import Any
 
 import pandas as pd
 
-from stepdata.audit.fields import as_int, as_list
+from stepdata.audit.fields import as_list
 from stepdata.audit.kinds import table_kind
-from stepdata.audit.solution_html import status_of, statuses, verdict_label
+from stepdata.audit.solution_html import statuses, verdict_label
 
 TableLike = pd.DataFrame | str | os.PathLike
-
-
-def verdict_code(row: Mapping[str, Any]) -> int | None:
-    """A localized row's verdict: its error step (>= 0), -1 for no error, None when undecided."""
-    status = status_of(row)
-    step = as_int(row.get("error_step"))
-    if status == "error" and step is not None and step >= 0:
-        return step
-    return -1 if status == "no_error" else None
 
 
 def code_label(code: int | None, status: str | None = None) -> str:
@@ -338,7 +329,8 @@ def _match(frames: dict[str, pd.DataFrame], names: list[str]) -> tuple[list[str]
 
 
 def _codes(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """(verdict, status) of every row, vectorised (see :func:`verdict_code`)."""
+    """(verdict, status) of every row: the verdict is the error step (>= 0) when the status is "error", -1 when
+    it is "no_error", <NA> otherwise (undecided)."""
     status = statuses(rows)
     step = pd.to_numeric(rows["error_step"], errors="coerce")
     code = pd.Series(pd.NA, index=rows.index, dtype="Int64")
