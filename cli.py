@@ -15,6 +15,7 @@ import click
 import stepdata
 from stepdata.commands import (
     annotate,
+    audit,
     bench,
     data,
     evaluate,
@@ -71,7 +72,7 @@ for command in (
     text.check_cmd, text.extract_cmd, text.split_cmd, text.prompts_cmd,
     models.model_group, models.generate_cmd, models.serve_cmd,
     bench.bench_group,
-    pairs.merge_cmd, pairs.combine_cmd, pairs.stats_cmd, pairs.audit_cmd, pairs.pairs_group,
+    pairs.merge_cmd, pairs.combine_cmd, pairs.stats_cmd, audit.audit_cmd, audit.compare_cmd, pairs.pairs_group,
     annotate.annotate_cmd,
     export.export_cmd,
     evaluate.eval_cmd,

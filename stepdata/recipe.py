@@ -366,13 +366,17 @@ def step_export(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path,
 
 
 def step_audit(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path, dict[str, Any]]:
-    """The HTML audit page of a pairs table."""
+    """The HTML audit page of a pairs, localized or rollouts table (its kind from its metadata; pairs by default)."""
+    from stepdata.audit.kinds import AUDITED_KINDS
     from stepdata.audit.report import write_report
 
     _params(step, {"input", "out", "title"}, where)
-    pairs = read_table(run.ref(step["input"], f"{where}.input"), kind="pairs")
-    out = write_report(pairs, run.path(step["out"]), title=step.get("title", "stepdata pairs audit"))
-    return Path(out), {"pairs": len(pairs)}
+    source = run.ref(step["input"], f"{where}.input")
+    kind = read_metadata(source).get("kind")
+    kind = kind if kind in AUDITED_KINDS else "pairs"  # a table of another kind is refused by read_table, named
+    table = read_table(source, kind=kind)
+    out = write_report(table, run.path(step["out"]), title=step.get("title", f"stepdata {kind} audit"))
+    return Path(out), {"pairs": len(table)} if kind == "pairs" else {"rows": len(table), "kind": kind}
 
 
 def step_selftrain(run: RecipeRun, step: dict[str, Any], where: str) -> tuple[Path, dict[str, Any]]:

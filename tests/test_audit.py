@@ -199,10 +199,10 @@ def test_cli_audit(tmp_path, pairs):
     write_table(pd.DataFrame({"problem_id": ["a"], "question": ["q"], "answer": ["1"], "solution": [None],
                               "source": ["x"], "meta": [None]}), tmp_path / "problems.parquet", "problems")
     wrong = runner.invoke(main, ["audit", str(tmp_path / "problems.parquet"), "--out", str(out)])
-    assert wrong.exit_code != 0 and "expected a pairs table, found a problems table" in wrong.output
+    assert wrong.exit_code != 0 and "expected a pairs, localized or rollouts table, found a problems table" in wrong.output
     (tmp_path / "text.parquet").write_text("not parquet")
     garbage = runner.invoke(main, ["audit", str(tmp_path / "text.parquet"), "--out", str(out)])
-    assert garbage.exit_code != 0 and "cannot read it as a Parquet pairs table" in garbage.output
+    assert garbage.exit_code != 0 and "cannot read it as a Parquet table" in garbage.output
 
 
 # ---------------------------------------------------------------- a real browser

@@ -47,6 +47,16 @@ def as_int(value: Any) -> int | None:
         return None
 
 
+def as_float(value: Any) -> float | None:
+    """A number cell as a float, or None when null or not a number."""
+    if is_missing(value) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def as_bool(value: Any) -> bool | None:
     """A nullable boolean cell as True/False/None."""
     if is_missing(value):

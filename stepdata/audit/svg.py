@@ -32,11 +32,14 @@ def bar_chart(
     series: Sequence[tuple[str, str, Sequence[int]]],
     x_label: str,
     y_label: str,
+    tooltips: Sequence[Sequence[str]] | None = None,
 ) -> str:
     """A bar chart (grouped bars when there are several series) as an ``<svg>`` element.
 
     ``series`` holds (name, colour, counts) with one count per label. Each bar has
-    a ``<title>`` (hover tooltip) with its exact count, since the axis only shows round ticks.
+    a ``<title>`` (hover tooltip) with its exact count, since the axis only shows round ticks;
+    ``tooltips`` (one list per series, one text per label) replaces the count in it
+    (a share's "5 of 8").
     """
     parts = [
         (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -67,9 +70,10 @@ def bar_chart(
         for j, (name, colour, counts) in enumerate(series):
             count = int(counts[i])
             bx = x0 + i * slot + slot * 0.1 + j * bar_w
+            shown = tooltips[j][i] if tooltips is not None else str(count)
             parts.append(f'<rect x="{bx:.1f}" y="{y(count):.1f}" width="{bar_w:.1f}" '
                          f'height="{y0 - y(count):.1f}" fill="{escape(colour)}">'
-                         f'<title>{escape(name)}, {escape(label)}: {count}</title></rect>')
+                         f'<title>{escape(name)}, {escape(label)}: {escape(shown)}</title></rect>')
     # Show at most ~12 x labels so they never overlap; the tooltips carry every one.
     every = max(1, math.ceil(len(labels) / 12))
     for i, label in enumerate(labels):
@@ -148,4 +152,49 @@ def point_chart(
                  f'fill="#5d6770">{escape(x_label)}</text>')
     parts.append(f'<text x="12" y="{y0 - plot_h / 2:.0f}" text-anchor="middle" font-size="11" fill="#5d6770" '
                  f'transform="rotate(-90 12 {y0 - plot_h / 2:.0f})">{escape(y_label)}</text></svg>')
+
+
+def score_strip(title: str, labels: Sequence[str], values: Sequence[float | None],
+                threshold: float | None = None, low: str = "#c62828", high: str = "#2e7d32",
+                unknown: str = "#8c959f", show_threshold: bool = True) -> str:
+    """A small chart of values in [0, 1], one bar per label (a PRM's step scores, the MC value of each prefix).
+
+    Bars below ``threshold`` are drawn in ``low``, the others in ``high``, and the
+    threshold as a dashed line (unless ``show_threshold`` is False); a value of 0 is a thin
+    stub, so it is seen, and a missing or non-finite value a grey one. Every bar's
+    tooltip holds its exact value. Sized for a place beside a solution.
+    """
+    n = len(labels)
+    slot = 26 if n <= 14 else max(8, 360 // max(n, 1))
+    left, top, plot_h = 26, 16, 54
+    width = left + slot * max(n, 1) + 6
+    height = top + plot_h + 16
+    y0 = top + plot_h
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" role="img" aria-label="{escape(title)}" class="sd-strip">',
+             f'<text x="2" y="11" font-size="10" fill="#5d6770">{escape(title)}</text>']
+    for tick in (0, 0.5, 1):
+        ty = y0 - plot_h * tick
+        parts.append(f'<line x1="{left}" x2="{width - 4}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#eaeef2"/>'
+                     f'<text x="{left - 3}" y="{ty + 3:.1f}" text-anchor="end" font-size="8" fill="#5d6770">'
+                     f'{tick:g}</text>')
+    for i, (label, value) in enumerate(zip(labels, values)):
+        bx = left + i * slot + slot * 0.15
+        bw = slot * 0.7
+        if value is None or not math.isfinite(value):
+            parts.append(f'<rect x="{bx:.1f}" y="{y0 - 2}" width="{bw:.1f}" height="2" fill="{unknown}">'
+                         f'<title>{escape(label)}: no value</title></rect>')
+        else:
+            h = max(plot_h * min(max(value, 0.0), 1.0), 1.5)
+            colour = low if threshold is not None and value < threshold else high
+            parts.append(f'<rect x="{bx:.1f}" y="{y0 - h:.1f}" width="{bw:.1f}" height="{h:.1f}" fill="{colour}">'
+                         f'<title>{escape(label)}: {value:.4g}</title></rect>')
+        if n <= 14 or i % math.ceil(n / 14) == 0:
+            parts.append(f'<text x="{bx + bw / 2:.1f}" y="{y0 + 11}" text-anchor="middle" font-size="9" '
+                         f'fill="#1f2328">{escape(label)}</text>')
+    if threshold is not None and show_threshold:
+        ty = y0 - plot_h * min(max(threshold, 0.0), 1.0)
+        parts.append(f'<line x1="{left}" x2="{width - 4}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#1f2328" '
+                     f'stroke-dasharray="3 2"><title>threshold {threshold:g}</title></line>')
+    parts.append("</svg>")
     return "".join(parts)

@@ -12,6 +12,8 @@ REJECTED = "#c62828"  # red: the wrong step
 NEUTRAL = "#455a64"  # bars that are neither
 CHOSEN_BG = "#e3f4e4"
 REJECTED_BG = "#fde3e1"
+# one colour per localizer in the comparison plots (cycled when there are more)
+PALETTE = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f", "#4e342e", "#37474f")
 
 CSS = f"""
 .sd-audit {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
@@ -64,3 +66,28 @@ CSS = f"""
 @media (max-width: 700px) {{ .sd-audit .sd-sides {{ grid-template-columns: 1fr; }} }}
 """
 CSS += ".sd-audit .sd-filter[hidden] { display: none; }\n"
+# solutions (rollouts, localized rows) and the comparison of localizers
+CSS += f"""
+.sd-audit article.sd-solution {{ border: 1px solid #d0d7de; border-radius: 8px; padding: 10px 12px; margin: 12px 0; }}
+.sd-audit article.sd-solution[hidden] {{ display: none; }}
+.sd-audit ol.sd-steps {{ list-style: none; padding: 0; margin: 4px 0; }}
+.sd-audit li.sd-step {{ display: grid; grid-template-columns: 56px minmax(0, 1fr) auto; gap: 6px; align-items: start;
+  margin: 3px 0; }}
+.sd-audit .sd-stepno {{ font-size: 12px; color: #5d6770; padding-top: 6px; text-align: right; white-space: nowrap; }}
+.sd-audit li.sd-step.sd-wrong pre.sd-text {{ background: {REJECTED_BG}; border-left: 4px solid {REJECTED}; }}
+.sd-audit li.sd-step.sd-wrong .sd-stepno {{ color: {REJECTED}; font-weight: 600; }}
+.sd-audit li.sd-step.sd-after {{ opacity: 0.45; }}
+.sd-audit .sd-side-notes {{ display: flex; flex-direction: column; gap: 2px; padding-top: 4px; }}
+.sd-audit .sd-badge {{ font-size: 11px; border-radius: 4px; padding: 0 5px; background: {CHOSEN_BG};
+  border: 1px solid {CHOSEN}; white-space: nowrap; }}
+.sd-audit .sd-badge.sd-low {{ background: {REJECTED_BG}; border-color: {REJECTED}; }}
+.sd-audit .sd-mark {{ font-size: 11px; border-radius: 4px; padding: 0 5px; background: #fff4ce;
+  border: 1px solid #e0c36a; white-space: nowrap; }}
+.sd-audit .sd-evidence {{ border-left: 3px solid #d0d7de; padding: 2px 8px; margin: 6px 0; }}
+.sd-audit .sd-ev-line {{ margin: 2px 0; }}
+.sd-audit code.sd-claim {{ background: {REJECTED_BG}; padding: 0 4px; border-radius: 3px; }}
+.sd-audit svg.sd-strip {{ display: block; margin: 4px 0; max-width: 100%; height: auto; }}
+.sd-audit table.sd-verdicts td, .sd-audit table.sd-verdicts th {{ vertical-align: top; }}
+.sd-audit tr.sd-departs td {{ background: #fff4ce; }}
+.sd-audit table.sd-matrix td.sd-n {{ min-width: 56px; }}
+"""

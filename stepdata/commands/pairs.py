@@ -1,19 +1,15 @@
-"""Commands on finished tables: ``merge`` (a stage's shards), ``combine`` (several stages' pairs),
-``stats`` and ``audit`` (what a pairs table holds), between the stages and ``export``."""
+"""Commands on finished tables: ``merge`` (a stage's shards), ``combine`` (several stages' pairs) and
+``stats`` (what a pairs table holds), between the stages and ``export``; ``audit`` is in ``commands.audit``."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from stepdata.commands.common import plugin_option, read_pairs
 from stepdata.io import (
-    SchemaError,
-    UnreadableTable,
     read_metadata,
-    read_table,
     write_text_atomic,
 )
 
@@ -101,31 +97,6 @@ def stats_cmd(pairs: str, dropped_path: str | None, json_out: str | None) -> Non
     click.echo(render_stats(stats))
     if json_out:
         write_text_atomic(json_out, json.dumps(stats, indent=1, ensure_ascii=False))
-
-
-@click.command("audit")
-@click.argument("pairs", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="HTML report to write.")
-@click.option("--max-pairs", type=click.IntRange(min=0),
-              help="Render at most N pairs (the page says how many were left out; counts and plots cover all).")
-@click.option("--title", help="Page title (default: 'Pairs audit: FILE NAME').")
-def audit_cmd(pairs: str, out: str, max_pairs: int | None, title: str | None) -> None:
-    """Write a self-contained HTML page auditing the pairs table PAIRS (no network needed to view it)."""
-    from stepdata.audit import write_report
-
-    try:
-        df = read_table(pairs, kind="pairs")
-    except UnreadableTable as exc:  # not Parquet inside: say so rather than what a pairs table needs
-        reason = str(exc).removeprefix(f"{pairs}: ")
-        raise click.ClickException(f"{pairs}: cannot read it as a Parquet pairs table ({reason})") from None
-    except SchemaError as exc:
-        raise click.ClickException(f"{exc} (stepdata audit needs a pairs table)") from None
-    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError: not a Parquet file
-        raise click.ClickException(f"{pairs}: cannot read it as a Parquet pairs table ({exc})") from None
-    path = write_report(df, out, title=title or f"Pairs audit: {Path(pairs).name}", max_pairs=max_pairs)
-    shown = len(df) if max_pairs is None else min(max_pairs, len(df))
-    left_out = f"; {len(df) - shown} left out by --max-pairs {max_pairs}" if shown < len(df) else ""
-    click.echo(f"wrote the audit of {len(df)} pairs ({shown} rendered{left_out}) to {path}")
 
 
 @click.group("pairs")
