@@ -152,6 +152,7 @@ def point_chart(
                  f'fill="#5d6770">{escape(x_label)}</text>')
     parts.append(f'<text x="12" y="{y0 - plot_h / 2:.0f}" text-anchor="middle" font-size="11" fill="#5d6770" '
                  f'transform="rotate(-90 12 {y0 - plot_h / 2:.0f})">{escape(y_label)}</text></svg>')
+    return "".join(parts)
 
 
 def score_strip(title: str, labels: Sequence[str], values: Sequence[float | None],
