@@ -35,6 +35,12 @@ def _read_audited(path: str) -> pd.DataFrame:
         kind = read_metadata(path).get("kind")
         if kind is not None and kind not in AUDITED_KINDS:
             raise click.ClickException(f"{path}: expected a pairs, localized or rollouts table, found a {kind} table")
+        if kind is None:  # a foreign file: the kind its columns fit, read with that kind's schema checks
+            import pyarrow.parquet as pq
+
+            from stepdata.audit.kinds import kind_from_columns
+
+            kind = kind_from_columns(pq.read_schema(path).names)
         return read_table(path, kind=kind)
     except UnreadableTable as exc:  # not Parquet inside: say so rather than what a table needs
         reason = str(exc).removeprefix(f"{path}: ")
