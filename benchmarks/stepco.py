@@ -199,7 +199,7 @@ def main() -> None:
         for name, config in configs:
             print(f"{name}: {len(problems)} problems of {label} ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            solved, stats = run_solve(generator, problems, str(out / f"{name}.parquet"), config, progress=False)
+            solved, stats = run_solve(generator, problems, str(out / f"{name}.parquet"), config)
             seconds = time.perf_counter() - start
             if name.startswith("sampled-"):
                 rows += best_of_lines(solved, problems, args, args.bon_verifiers, seconds)
@@ -217,7 +217,7 @@ def main() -> None:
                 config = SolveConfig(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed,
                                      **fields)
                 start = time.perf_counter()
-                solved, stats = run_solve(generator, few, str(out / f"{name}.parquet"), config, progress=False)
+                solved, stats = run_solve(generator, few, str(out / f"{name}.parquet"), config)
                 seconds = time.perf_counter() - start
                 if name == "prm-sampled":
                     rows += [r for r in best_of_lines(solved, few, args, ["prm"], seconds, path_only=True)
