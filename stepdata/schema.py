@@ -165,6 +165,10 @@ ATTEMPTS = pa.schema(
 # Columns added to a table kind after tables of it were written, with the value an older table reads as:
 # read_table fills them, so tables (and resumable parts) written before them stay readable.
 _CALCULATOR_OFF: dict[str, object] = {"calculator_calls": None, "calculator_changed": None}
+# Columns only some runs fill (calculator decoding's counts): a table written without them gets nulls, so a
+# writer that does not know them (code from before them, a table made by hand) still writes a valid table.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {kind: tuple(_CALCULATOR_OFF)
+                                                for kind in ("rollouts", "localized", "attempts", "solved")}
 ADDED_COLUMNS: dict[str, dict[str, object]] = {
     "attempts": {"verify_calls": 0, "verify_tokens": 0, "verify_checks": "[]", **_CALCULATOR_OFF},
     "rollouts": dict(_CALCULATOR_OFF),

@@ -341,3 +341,21 @@ def test_the_calculator_is_refused_where_nothing_samples_from_the_policy():
         LocalizeStage(config=LocalizeConfig(method="rules", calculator=True))
     assert LocalizeConfig(method="rollouts", calculator=True).recorded()["calculator"] is True
     assert "calculator" not in LocalizeConfig(method="rollouts").recorded()
+
+
+@pytest.mark.parametrize("command", ["sample", "localize", "rectify", "synthesize", "solve", "eval", "generate"])
+def test_every_command_that_generates_has_the_calculator_flag(command):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    shown = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
+    assert shown.exit_code == 0 and "--calculator" in shown.output and "calculator writes the exact" in " ".join(
+        shown.output.split())
+
+
+def test_a_recipe_step_takes_the_calculator_setting():
+    from stepdata.pipeline.rectify import RectifyConfig
+    from stepdata.settings import config_from_mapping
+
+    assert config_from_mapping(RectifyConfig, {"calculator": "yes"}).calculator is True

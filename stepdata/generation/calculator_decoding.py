@@ -271,8 +271,12 @@ def calculator_counts(completions: Sequence[Completion]) -> tuple[int | None, in
 def calculator_summary(calls: Sequence[Any], changed: Sequence[Any]) -> dict[str, int] | None:
     """A summary's ``calculator`` entry from per-row counts (None or NaN where a row has none): results written,
     results changed and rows with a change; None when no row used the calculator."""
-    def number(value: Any) -> int | None:
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+    def number(value: Any) -> int | None:  # None, NaN and pandas' NA are "no count"
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
+        return None if math.isnan(value) else int(value)
 
     pairs = [(number(a), number(b)) for a, b in zip(calls, changed)]
     used = [(a or 0, b or 0) for a, b in pairs if a is not None]
