@@ -165,9 +165,13 @@ def test_hf_an_answered_chat_is_continued_as_a_partial_answer(tiny):
     assert answered.completions[0].text == plain.completions[0].text
 
 
-def test_logprobs_with_the_calculator_are_refused():
+def test_logprobs_and_stops_at_a_result_with_the_calculator_are_refused():
     with pytest.raises(ValueError, match="logprobs with the calculator"):
         SamplingConfig(logprobs=True, calculator=True)
+    for stop in ("=", "4 =", "x = "):
+        with pytest.raises(ValueError, match="may not contain '='"):
+            SamplingConfig(stop=(stop,), calculator=True)
+    assert SamplingConfig(stop=("\nStep",), calculator=True).stop == ("\nStep",)
 
 
 # -- OpenAI-compatible path: several rounds per row -----------------------------------------------------
@@ -181,18 +185,28 @@ RIGHT = (" 3 + 4 * 2 = 11.\nStep 2: 1.5 + 2.25 = 3.75 and 10 / 4 = 2.50.\nStep 3
          "1,000 + 200 = 1,200.\nThe answer is 24.")
 
 
+NUMBER_WRITTEN = re.compile(r"[ \t]*\$?-?[\d,.]*\d(?:>>)?")
+
+
 def scripted_model(scripts: dict[str, str]):
-    """A model that writes its script for the question; asked to go on from a text the calculator wrote into
-    (the partial answer then ends with "= <result>"), it goes on with its script after the result it had there."""
+    """A model that writes its script for the question, and goes on with it from any text it is given: after
+    its k-th "=" the script goes on after the number it has there, whatever number the text has instead."""
     def reply(body: dict, index: int) -> dict:
         messages = body["messages"]
         script = scripts[messages[-2]["content"]]
         written = messages[-1]["content"][len(PARTIAL):]
         rest = script
-        if written:
+        if "=" in written:
             equals = [m.start() for m in re.finditer("=", script)][written.count("=") - 1]
-            after = script[equals + 1:]
-            rest = after[re.match(r"[ \t]*\$?-?[\d,.]*\d(?:>>)?", after).end():]
+            rest, tail = script[equals + 1:], written[written.rindex("=") + 1:]
+            if tail:  # a result (the model's or the calculator's) and maybe more of the line: the script goes on
+                rest = rest[NUMBER_WRITTEN.match(rest).end():]
+                more = tail[NUMBER_WRITTEN.match(tail).end():]
+                assert rest.startswith(more), (rest, more)
+                rest = rest[len(more):]
+        elif written:
+            assert script.startswith(written), (script, written)
+            rest = script[len(written):]
         text, finish_reason, stop_reason = end_like_an_engine(rest, body)
         return {"text": text, "finish_reason": finish_reason, "stop_reason": stop_reason}
 
@@ -216,12 +230,14 @@ def test_openai_rows_are_fixed_over_several_rounds(monkeypatch):
         assert fixed.text == FIXED  # every result the calculator's; prose and the too-large product left as written
         assert (fixed.calculator_calls, fixed.calculator_changed) == (5, 5)
         assert (fixed.finish_reason, fixed.stop_reason) == ("stop", "eos")
-        assert fixed.completion_tokens == 5 * 6 == wrong.usage_completion_tokens  # six segments, five tokens each
-        (kept,) = right.completions  # all right: one request, the model's text as it wrote it ("2.50", "1,200")
+        # a segment up to each "=" after an expression, one for the model's result (up to the end of its line), and
+        # one more per fix (what the model wrote after a wrong result is thrown away): 12 requests, five tokens each
+        assert served == {"wrong": 12, "right": 9}
+        assert fixed.completion_tokens == 5 * 12 == wrong.usage_completion_tokens
+        (kept,) = right.completions  # all right: the model's text as it wrote it ("2.50", "1,200")
         assert (kept.text, kept.calculator_calls, kept.calculator_changed) == (RIGHT, 5, 0)
-        assert served == {"wrong": 6, "right": 1}
         seeds = [s["seed"] for s in server.served if s["key"] == "wrong"]
-        assert len(set(seeds)) == 6  # each continuation has a seed of its own
+        assert len(set(seeds)) == 12  # each continuation has a seed of its own
 
         # the budget is the row's: cut at max_tokens (a word is a token here), the row ends as "length"
         (short,) = generator.generate([ask("short")], SamplingConfig(max_tokens=10, seed=1, calculator=True),
@@ -236,10 +252,15 @@ def test_openai_rows_are_fixed_over_several_rounds(monkeypatch):
 
 def test_openai_a_failed_continuation_fails_the_request(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "x")
-    with FaultyOpenAIServer(reply_body=scripted_model({"wrong": WRONG}), script={"wrong": ["ok", "400"]}) as server:
-        generator = OpenAIGenerator("m", base_url=server.base_url)
-        (result,) = generator.generate([ask("wrong")], SamplingConfig(max_tokens=200, calculator=True), progress=False)
+    sampling = SamplingConfig(max_tokens=200, calculator=True)
+    with FaultyOpenAIServer(reply_body=scripted_model({"wrong": WRONG}), script={"wrong": ["ok", "400"]},
+                            send_stop_reason=True) as server:
+        (result,) = OpenAIGenerator("m", base_url=server.base_url).generate([ask("wrong")], sampling, progress=False)
     assert not result.ok and result.completions == [] and "calculator continuation wrong#calc0.1" in result.error
+    # a server that does not say which stop ended a text: a stop at "=" cannot be told from the end
+    with FaultyOpenAIServer(reply_body=scripted_model({"wrong": WRONG})) as server:
+        (result,) = OpenAIGenerator("m", base_url=server.base_url).generate([ask("wrong")], sampling, progress=False)
+    assert not result.ok and "does not say which stop ended the text" in result.error
 
 
 # -- the stages: settings, recorded config, columns and summaries -----------------------------------------

@@ -3,33 +3,38 @@
 One loop over any backend's own ``_generate`` (vLLM, OpenAI-compatible, transformers), so the
 three cannot drift apart. It runs when ``SamplingConfig.calculator`` is set:
 
-1. The batch is generated as usual (same requests, seeds and settings): a row whose every
-   result the model wrote right comes back exactly as plain decoding gives it.
-2. Each completion is read from the start: at every "=" after an expression the calculator
-   computes (:mod:`stepdata.generation.calculator`; the last "=" of a partial answer the
-   request continues counts too), the model's number is compared with the exact result. The
-   first wrong one (or a missing one) is cut off, the calculator writes the result, and the
-   row is resubmitted as a continuation of prompt + everything so far (exact continuation of a
-   partial answer; a raw prompt is extended; an answered chat becomes a partial answer), for
-   the tokens left of ``max_tokens``. The continuations of all rows of a round go to the
-   engine in one call; prefix caching makes the resubmitted prefix cheap.
-3. Repeat until no row needs fixing. A "=" that follows no computable expression (prose,
-   ``x = 5``, an expression too large for the evaluator) is never a stop: the model's text
-   stands and nothing is resubmitted, so nothing can loop; every resubmission adds the
-   calculator's result, and a row whose budget is spent ends as ``length``.
+1. Every request is generated with the batch's settings plus stop strings at an "=" that ends
+   an expression (:data:`CALCULATOR_STOPS`: a digit or ")" then "=", with or without a space).
+   A row that never writes one comes back exactly as plain decoding gives it.
+2. A row stopped at "=" is resubmitted at once as a continuation of prompt + everything so far
+   (exact continuation of a partial answer; a raw prompt is extended; an answered chat becomes
+   a partial answer), for the tokens left of ``max_tokens``, and the model writes its own result
+   there, in a segment that also stops at the end of its line (:data:`LINE_STOP`). All rows of a
+   round go to the engine in one call; prefix caching makes the resubmitted prefix cheap.
+3. Each segment is read: at every "=" after an expression the calculator computes
+   (:mod:`stepdata.generation.calculator`; the last "=" of a partial answer the request
+   continues counts too), the model's number is compared with the exact result. A wrong one (or
+   a missing one) is cut off with what followed it, the calculator writes the result and the row
+   is resubmitted from there; a right one stands. Repeat until no row stops or needs a fix.
 
-Why generate first and fix after, rather than stop at every "=": a model that gets most of
-its arithmetic right costs no resubmission at all, and what the model would have written is
-observed, not guessed (``calculator_changed`` counts the results it got wrong). The price is
-the tokens a row generated after its first wrong result, which are thrown away.
+A "=" after no computable expression ("x =", "1 = 1", an expression too large for the evaluator)
+is continued with nothing inserted; every round a row takes consumes at least one of its tokens,
+so nothing loops, and a row whose budget is spent ends as ``length``. The stop strings only save
+work: a result the model wrote past a missed stop (an expression that began in the prompt) is
+still reviewed.
+
+Why the model writes its result before the calculator judges it, rather than the calculator
+writing at once: ``calculator_changed`` is then observed in the row's own sample stream, not
+guessed; the price of a wrong result is what the model wrote after it on its line, which is thrown
+away (up to the next expression's "=" when a stop string of the batch holds a newline).
 
 What a completion says:
 
 - ``text``: the model's text with the calculator's results; ``finish_reason`` and
   ``stop_reason``: the last segment's (``length`` when the budget ran out);
 - ``completion_tokens``: every token the model generated for the row over all its segments,
-  the discarded tails included (what the row cost); ``max_tokens`` bounds the row's text:
-  each continuation gets ``max_tokens`` minus the tokens of the text so far (counted with the
+  the discarded ones included (what the row cost); ``max_tokens`` bounds the row's text: each
+  continuation gets ``max_tokens`` minus the tokens of the text so far (counted with the
   generator's tokenizer, or estimated from the server's counts when it has none);
 - ``calculator_calls``: results the calculator gave (the model's own where it agreed, its
   own text where it did not); ``calculator_changed``: how many of them differed from what
@@ -39,7 +44,8 @@ Seeds: the first round is the request as sent; continuation k of sample i of req
 request ``R#calc<i>.<k>`` with one sample, whose seed derives from the batch seed and that id,
 so a row's samples do not depend on what else is in the batch. ``token_ids`` and
 ``token_logprobs`` of a continued row are None (its text is no longer one sampling's tokens);
-logprobs with the calculator are refused.
+logprobs with the calculator are refused. A server that does not say which stop ended a text
+(``stop_reason``; vLLM's does) cannot be used: its rows get an error.
 """
 
 from __future__ import annotations
@@ -62,6 +68,11 @@ from stepdata.generation.types import (
 )
 
 CONTINUATION_MARK = "#calc"
+CALCULATOR_STOPS: tuple[str, ...] = tuple(f"{end}{space}=" for end in "0123456789)" for space in ("", " "))
+"""Where a segment stops: an "=" right after what can end an expression (a digit or ")"), with one space or none."""
+LINE_STOP = "\n"
+"""Where the segment after such an "=" (the model's own result) also stops, so that what is thrown away after a wrong
+result is the rest of its line; not used when a stop string of the batch holds a newline (it would be split)."""
 CALCULATOR_HELP = ("Calculator decoding: after an arithmetic expression and '=' (a op b =, chains, GSM8K's <<a*b=) "
                    "the calculator writes the exact result and the model goes on after it; each row counts the "
                    "results (calculator_calls) and those the model had wrong (calculator_changed).")
@@ -85,6 +96,9 @@ class _Row:
     last: Completion | None = None
     cut_by_budget: bool = False
     needs_more: bool = False
+    awaiting: bool = False  # the text ends with an expression's "=": the model writes its result next
+    line_stop: bool = False  # the segment being generated also stops at the end of its line
+    error: str | None = None
 
 
 def _context(request: GenerationRequest) -> str:
@@ -93,17 +107,19 @@ def _context(request: GenerationRequest) -> str:
     return request.messages[-1]["content"] if request.continue_final and request.messages else ""
 
 
-def continuation_request(request: GenerationRequest, text: str, request_id: str, max_tokens: int) -> GenerationRequest:
+def continuation_request(request: GenerationRequest, text: str, request_id: str, max_tokens: int,
+                         stop: tuple[str, ...] = ()) -> GenerationRequest:
     """``request`` continued after ``text``: a raw prompt extended, a partial answer extended, an answered chat
-    given ``text`` as its partial answer; with its own id (its seed) and budget."""
+    given ``text`` as its partial answer; with its own id (its seed), budget and extra stop strings."""
     if request.prompt is not None:
-        return GenerationRequest(request_id, prompt=request.prompt + text, max_tokens=max_tokens)
+        return GenerationRequest(request_id, prompt=request.prompt + text, max_tokens=max_tokens, stop=stop)
     messages = [dict(m) for m in request.messages or ()]
     if request.continue_final:
         messages[-1] = {**messages[-1], "content": messages[-1]["content"] + text}
     else:
         messages.append({"role": "assistant", "content": text})
-    return GenerationRequest(request_id, messages=tuple(messages), continue_final=True, max_tokens=max_tokens)
+    return GenerationRequest(request_id, messages=tuple(messages), continue_final=True, max_tokens=max_tokens,
+                             stop=stop)
 
 
 class _Counter:
@@ -123,42 +139,53 @@ class _Counter:
 
 
 def _absorb(row: _Row, segment: Completion, counter: _Counter) -> None:
-    """Review the row's new segment; cut it at the first result the model got wrong and write the right one."""
+    """Take the row's new segment: review the results in it, cut it at the first one the model got wrong and
+    write the right one; a segment that stopped at "=" is continued (the model writes its result next)."""
     row.segments += 1
     row.last = segment
     if row.tokens is not None and segment.completion_tokens is not None:
         row.tokens += segment.completion_tokens
     else:
         row.tokens = None
+    if segment.finish_reason == "stop" and segment.stop_reason is None:
+        row.error = ("calculator: the server does not say which stop ended the text (stop_reason), so a stop at "
+                     "'=' cannot be told from the end; calculator decoding needs a server that does (vLLM's)")
+        return
+    paused = segment.finish_reason == "stop" and (
+        segment.stop_reason in CALCULATOR_STOPS or (row.line_stop and segment.stop_reason == LINE_STOP))
+    written = segment.text + (segment.stop_reason if paused else "")  # the stop string is the model's own text
     before = row.text
-    full = row.context + before + segment.text
+    full = row.context + before + written
     position = len(row.context) + row.scanned
     if row.segments == 1 and row.context.endswith("="):
-        position -= 1  # a partial answer that ends in "3 + 4 =": the calculator writes its result first
+        position -= 1  # a partial answer that ends in "3 + 4 =": its result comes first
+    awaiting = False
     while (equals := full.find("=", position)) >= 0:
         position = equals + 1
         result = result_before(full, equals)
         if result is None:
             continue
         after = full[equals + 1 :]
-        if not after and segment.finish_reason == "length":
-            break  # the budget ran out at the "=": nothing more is written
+        if not after and (paused or segment.finish_reason == "length"):
+            awaiting = paused  # the model writes its result in the next segment (none when the budget ran out)
+            break
         row.calls += 1
         verdict = review(result, after)
         if verdict.agrees:
             position = equals + 1 + verdict.end
             continue
         row.changed += 1
-        kept = full[len(row.context) + len(before) : equals + 1 + verdict.keep]
-        row.text = before + kept + verdict.write
+        start = max(equals + 1, len(row.context) + len(before))  # the "=" may end the text before this segment
+        kept = full[start : equals + 1 + verdict.keep]
+        row.text = full[len(row.context) : equals + 1 + verdict.keep] + verdict.write
         row.scanned = len(row.text)
         row.used += counter.count(kept, segment) + counter.count(verdict.write)
-        row.needs_more = True
+        row.needs_more, row.awaiting = True, False
         return
-    row.text = before + segment.text
-    row.scanned = len(row.text)
-    row.used += segment.completion_tokens if segment.completion_tokens is not None else counter.count(segment.text)
-    row.needs_more = False
+    row.text = before + written
+    row.scanned = len(row.text) - (1 if awaiting else 0)  # an "=" awaiting its result is reviewed next time
+    row.used += segment.completion_tokens if segment.completion_tokens is not None else counter.count(written)
+    row.needs_more, row.awaiting = paused, awaiting
 
 
 def _not_exact(generator: Any, row: _Row, follow: GenerationRequest) -> str | None:
@@ -193,7 +220,7 @@ def _finished(row: _Row) -> Completion:
 def generate_with_calculator(generator: Any, requests: Sequence[GenerationRequest], sampling: SamplingConfig,
                              progress: Progress, stats: GenerationStats) -> list[GenerationResult]:
     """``generator``'s results for ``requests`` with calculator decoding (module doc); one engine call per round."""
-    plain = dataclasses.replace(sampling, calculator=False)
+    plain = dataclasses.replace(sampling, calculator=False, stop=(*sampling.stop, *CALCULATOR_STOPS))
     results = generator._generate(list(requests), plain, progress, stats)
     counter = _Counter(generator)
     rows: dict[int, list[_Row]] = {}
@@ -202,7 +229,9 @@ def generate_with_calculator(generator: Any, requests: Sequence[GenerationReques
             rows[index] = [_Row(request, i, _context(request), c) for i, c in enumerate(result.completions)]
             for row in rows[index]:
                 _absorb(row, row.first, counter)
+                result.error = result.error or row.error
     one = dataclasses.replace(plain, n=1)
+    line_stop = not any(LINE_STOP in stop for stop in sampling.stop)
     quiet = Progress(f"calculator[{generator.backend}]", 0, enabled=False)
     rounds = resubmitted = 0
     extra_usage: dict[int, int | None] = {}
@@ -219,7 +248,9 @@ def generate_with_calculator(generator: Any, requests: Sequence[GenerationReques
                     row.needs_more, row.cut_by_budget = False, True
                     continue
                 request_id = f"{row.request.request_id}{CONTINUATION_MARK}{row.sample}.{row.segments}"
-                follow = continuation_request(row.request, row.text, request_id, left)
+                row.line_stop = line_stop and row.awaiting
+                follow = continuation_request(row.request, row.text, request_id, left,
+                                              (LINE_STOP,) if row.line_stop else ())
                 problem = _not_exact(generator, row, follow)
                 if problem is not None:
                     results[index].error = problem
@@ -243,6 +274,7 @@ def generate_with_calculator(generator: Any, requests: Sequence[GenerationReques
             extra_usage[index] = None if used is None or answer.usage_completion_tokens is None else (
                 used + answer.usage_completion_tokens)
             _absorb(row, answer.completions[0], counter)
+            results[index].error = results[index].error or row.error
     calls = changed = 0
     for index, group in rows.items():
         result = results[index]

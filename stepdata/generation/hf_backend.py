@@ -43,6 +43,7 @@ class _Sequence:
     prompt_ids: list[int]
     seed: int
     max_tokens: int  # the request's budget (GenerationRequest.budget)
+    stops: tuple[str, ...] = ()  # the request's stop strings (GenerationRequest.stops)
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
@@ -160,7 +161,8 @@ class TransformersGenerator(Generator):
             for sample in range(sampling.n):
                 seed = derive_seed(base_seed, request.request_id, sample)
                 assert seed is not None
-                sequences.append(_Sequence(index, sample, ids, seed, request.budget(sampling)))
+                sequences.append(_Sequence(index, sample, ids, seed, request.budget(sampling),
+                                           request.stops(sampling)))
         remaining = {i: sampling.n for i, r in enumerate(results) if r.ok}
         sequences.sort(key=lambda s: len(s.prompt_ids))
         for start in range(0, len(sequences), self.batch_size):
@@ -227,9 +229,9 @@ class TransformersGenerator(Generator):
                         logprobs[row].append(float(raw_logprobs[row, token]))
                     if token in self.eos_ids:
                         finish[row], reasons[row] = "stop", STOP_EOS
-                    elif sampling.stop:
+                    elif batch[row].stops:
                         text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
-                        hit = _first_stop(text, sampling.stop)
+                        hit = _first_stop(text, batch[row].stops)
                         if hit is not None:
                             cut, reasons[row] = hit
                             finish[row], texts[row] = "stop", text[:cut]
