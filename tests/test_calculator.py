@@ -230,9 +230,9 @@ def test_openai_rows_are_fixed_over_several_rounds(monkeypatch):
         assert fixed.text == FIXED  # every result the calculator's; prose and the too-large product left as written
         assert (fixed.calculator_calls, fixed.calculator_changed) == (5, 5)
         assert (fixed.finish_reason, fixed.stop_reason) == ("stop", "eos")
-        # a segment up to each "=" after an expression, one for the model's result (up to the end of its line), and
-        # one more per fix (what the model wrote after a wrong result is thrown away): 12 requests, five tokens each
-        assert served == {"wrong": 12, "right": 9}
+        # a segment up to each "=" after an expression, and one more per fix (what the model wrote after a wrong
+        # result, up to its next "=", is thrown away): 12 requests, five tokens each
+        assert served == {"wrong": 12, "right": 6}
         assert fixed.completion_tokens == 5 * 12 == wrong.usage_completion_tokens
         (kept,) = right.completions  # all right: the model's text as it wrote it ("2.50", "1,200")
         assert (kept.text, kept.calculator_calls, kept.calculator_changed) == (RIGHT, 5, 0)

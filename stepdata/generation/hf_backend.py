@@ -43,7 +43,6 @@ class _Sequence:
     prompt_ids: list[int]
     seed: int
     max_tokens: int  # the request's budget (GenerationRequest.budget)
-    stops: tuple[str, ...] = ()  # the request's stop strings (GenerationRequest.stops)
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
@@ -161,8 +160,7 @@ class TransformersGenerator(Generator):
             for sample in range(sampling.n):
                 seed = derive_seed(base_seed, request.request_id, sample)
                 assert seed is not None
-                sequences.append(_Sequence(index, sample, ids, seed, request.budget(sampling),
-                                           request.stops(sampling)))
+                sequences.append(_Sequence(index, sample, ids, seed, request.budget(sampling)))
         remaining = {i: sampling.n for i, r in enumerate(results) if r.ok}
         sequences.sort(key=lambda s: len(s.prompt_ids))
         for start in range(0, len(sequences), self.batch_size):
@@ -229,9 +227,9 @@ class TransformersGenerator(Generator):
                         logprobs[row].append(float(raw_logprobs[row, token]))
                     if token in self.eos_ids:
                         finish[row], reasons[row] = "stop", STOP_EOS
-                    elif batch[row].stops:
+                    elif sampling.stop:
                         text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
-                        hit = _first_stop(text, batch[row].stops)
+                        hit = _first_stop(text, sampling.stop)
                         if hit is not None:
                             cut, reasons[row] = hit
                             finish[row], texts[row] = "stop", text[:cut]

@@ -229,8 +229,7 @@ class OpenAIGenerator(Generator):
                 tokens = getattr(usage, "completion_tokens", None)
             finish_reason = choice.finish_reason or "stop"
             result.completions.append(Completion(text, finish_reason, tokens, self._logprobs(choice),
-                                                 stop_reason=_stop_reason(choice, finish_reason,
-                                                                          request.stops(sampling))))
+                                                 stop_reason=_stop_reason(choice, finish_reason, sampling)))
         completion_tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
         return completion_tokens if isinstance(completion_tokens, int) else None
 
@@ -294,8 +293,8 @@ class OpenAIGenerator(Generator):
             model=self.model, n=n, temperature=sampling.temperature, top_p=sampling.top_p,
             max_tokens=request.budget(sampling), seed=seed,
         )
-        if request.stops(sampling):
-            common["stop"] = list(request.stops(sampling))
+        if sampling.stop:
+            common["stop"] = list(sampling.stop)
         extra = dict(self.extra_body)
         if self.endpoint_for(request) == "completions":
             prompt = self.render(request)
@@ -311,7 +310,7 @@ class OpenAIGenerator(Generator):
         return await client.chat.completions.create(messages=list(request.messages or ()), extra_body=extra or None, **common)
 
 
-def _stop_reason(choice: Any, finish_reason: str, stops: tuple[str, ...]) -> str | None:
+def _stop_reason(choice: Any, finish_reason: str, sampling: SamplingConfig) -> str | None:
     """Why a choice ended, as ``Completion.stop_reason`` (see the module doc).
 
     vLLM's server adds ``stop_reason`` to every choice, null included, so a present
@@ -329,7 +328,7 @@ def _stop_reason(choice: Any, finish_reason: str, stops: tuple[str, ...]) -> str
             return value
         if value is None or isinstance(value, int):
             return STOP_EOS  # null: the EOS token; an int: a stop token id
-    if not stops:
+    if not sampling.stop:
         return STOP_EOS  # nothing else could have stopped it
     return None
 

@@ -88,7 +88,6 @@ class SamplingConfig:
         if self.calculator and any("=" in s for s in self.stop):
             raise ValueError("with the calculator, a stop string may not contain '=' (the calculator stops at an "
                              "expression's '=' itself, and a stop across that point would never be seen)")
-        object.__setattr__(self, "stop", tuple(self.stop))
 
     @property
     def greedy(self) -> bool:
@@ -109,12 +108,10 @@ class GenerationRequest:
     continue_final: bool = False
     prompt: str | None = None
     max_tokens: int | None = None  # a budget of this request's own (a calculator continuation's), else the batch's
-    stop: tuple[str, ...] = ()  # stop strings of this request's own, besides the batch's
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"request {self.request_id!r}: max_tokens must be at least 1")
-        object.__setattr__(self, "stop", tuple(self.stop))
         if (self.messages is None) == (self.prompt is None):
             raise ValueError(f"request {self.request_id!r}: give either messages or prompt, not both or neither")
         if self.messages is not None:
@@ -139,10 +136,6 @@ class GenerationRequest:
     def budget(self, sampling: SamplingConfig) -> int:
         """The most tokens to generate for this request: its own ``max_tokens`` when set, else the batch's."""
         return self.max_tokens if self.max_tokens is not None else sampling.max_tokens
-
-    def stops(self, sampling: SamplingConfig) -> tuple[str, ...]:
-        """The stop strings of this request: the batch's, then its own."""
-        return (*sampling.stop, *(s for s in self.stop if s not in sampling.stop))
 
 
 @dataclass

@@ -193,7 +193,7 @@ class VLLMGenerator(Generator):
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=request.budget(sampling),
-            stop=list(request.stops(sampling)) or None,
+            stop=list(sampling.stop) or None,
             seed=derive_seed(sampling.seed, request.request_id),
             logprobs=0 if sampling.logprobs else None,
         )
