@@ -57,7 +57,7 @@ def main(verbose: int) -> None:
 
     \b
     Data sets by name (read from --data-dir or $STEPDATA_DATA_DIR, never downloaded):
-      embedded[:N], gsm8k, gsm8k:train, math500, svamp, multiarith,
+      embedded[:N], gsm8k, gsm8k:train, math500, svamp, multiarith, asdiv, asdiv-a,
       processbench:gsm8k, processbench:math, processbench:olympiadbench,
       processbench:omnimath
     """

@@ -44,7 +44,7 @@ def bare_vllm(generator, problems, stage) -> dict:
     requests = [stage.request_for(p) for p in problems.itertuples()]
     prompts = [TokensPrompt(prompt_token_ids=encode_prompt(generator.tokenizer, r, generator.render(r)))
                for r in requests]
-    params = [generator._sampling_params(stage.sampling, r.request_id) for r in requests]
+    params = [generator._sampling_params(stage.sampling, r) for r in requests]
     generator.llm.reset_prefix_cache()
     start = time.perf_counter()
     outputs = generator.llm.generate(prompts, params, use_tqdm=False)

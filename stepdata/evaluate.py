@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 EVAL_SEED = 12345  # embedded problems for evaluation: a seed that training data (seed 0, ...) does not use
 GREEDY = SamplingConfig(n=1, temperature=0.0, max_tokens=512, seed=0)
 ROW_COLUMNS = ["model", "problem_id", "sample", "source", "gold", "prompt", "completion", "pred_answer", "correct",
-               "finish_reason", "prompt_tokens", "completion_tokens", "error"]
+               "finish_reason", "prompt_tokens", "completion_tokens", "error", "calculator_calls", "calculator_changed"]
 
 
 def load_eval_problems(
@@ -143,6 +143,9 @@ class EvalResult:
     seconds: float  # wall time: loading, generation, answer checks
     generate_seconds: float
     rows: pd.DataFrame = field(repr=False)
+    # calculator decoding (None without it): results the calculator gave, and how many the model had wrong
+    calculator_calls: int | None = None
+    calculator_changed: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "rows"}
@@ -180,7 +183,18 @@ def _summarize(model: str, backend: str, data: str, template: str, sampling: Sam
         prompt_tokens=int(rows.drop_duplicates("problem_id")["prompt_tokens"].fillna(0).sum()),
         completion_tokens=int(rows["completion_tokens"].fillna(0).sum()),
         seconds=round(seconds, 2), generate_seconds=round(generate_seconds, 2), rows=rows,
+        **_calculator_totals(rows),
     )
+
+
+def _calculator_totals(rows: pd.DataFrame) -> dict[str, int | None]:
+    """The summary's ``calculator_calls`` and ``calculator_changed``: summed over the samples (None: off)."""
+    from stepdata.generation.calculator_decoding import calculator_summary
+
+    summary = calculator_summary(list(rows["calculator_calls"]), list(rows["calculator_changed"]))
+    if summary is None:
+        return {"calculator_calls": None, "calculator_changed": None}
+    return {"calculator_calls": summary["calls"], "calculator_changed": summary["changed"]}
 
 
 def evaluate_model(
@@ -215,7 +229,7 @@ def evaluate_model(
     problems = problems.reset_index(drop=True)
     config = SampleConfig(template=template, n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                           max_tokens=sampling.max_tokens, seed=sampling.seed, answer_timeout=answer_timeout,
-                          last_number_fallback=last_number_fallback)
+                          last_number_fallback=last_number_fallback, calculator=sampling.calculator)
     start = time.perf_counter()
     owned = isinstance(model, str)
     label = model if owned else model.model
@@ -256,7 +270,7 @@ def evaluate_model(
     rows["model"] = label
     rows = rows.reindex(columns=ROW_COLUMNS)
     rows["correct"] = rows["correct"].astype("boolean")
-    for column in ("prompt_tokens", "completion_tokens"):
+    for column in ("prompt_tokens", "completion_tokens", "calculator_calls", "calculator_changed"):
         rows[column] = rows[column].astype("Int64")
     return _summarize(label, resolved, data, template, sampling, rows, len(problems),
                       time.perf_counter() - start, generate_seconds)

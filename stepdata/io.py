@@ -28,6 +28,7 @@ from stepdata import __version__
 from stepdata.schema import (
     ADDED_COLUMNS,
     ALLOWED_VALUES,
+    OPTIONAL_COLUMNS,
     SCHEMA_VERSION,
     UNIQUE_COLUMNS,
     schema_for,
@@ -215,6 +216,9 @@ def to_arrow(df: pd.DataFrame, kind: str, config: Mapping[str, Any] | None = Non
     config's secrets are redacted (:mod:`stepdata.secrets`).
     """
     schema = schema_for(kind)
+    optional = [name for name in OPTIONAL_COLUMNS.get(kind, ()) if name not in df.columns]
+    if optional:  # filled with nulls (see OPTIONAL_COLUMNS)
+        df = df.assign(**{name: pd.Series([None] * len(df), index=df.index, dtype=object) for name in optional})
     missing = [f.name for f in schema if f.name not in df.columns]
     if missing:
         raise SchemaError(f"{kind} table is missing column(s) {missing}")

@@ -64,6 +64,9 @@ ROLLOUTS = pa.schema(
         pa.field("prompt_tokens", pa.int64()),
         pa.field("completion_tokens", pa.int64()),
         pa.field("error", pa.string()),  # why this row failed; null when it did not
+        # calculator decoding (null without it): results the calculator gave, and those the model had wrong
+        pa.field("calculator_calls", pa.int64()),
+        pa.field("calculator_changed", pa.int64()),
     ]
 )
 
@@ -161,14 +164,24 @@ ATTEMPTS = pa.schema(
         pa.field("verify_calls", pa.int64()),  # what checking the chosen steps cost: the verifier's calls
         pa.field("verify_tokens", pa.int64()),  # and tokens (prompt + completion)
         pa.field("verify_checks", pa.string()),  # JSON list: one record per chosen step checked (its verdict, why)
+        pa.field("calculator_calls", pa.int64()),  # calculator decoding, over the unit's continuations (null: off)
+        pa.field("calculator_changed", pa.int64()),
     ]
 )
 
 # Columns added to a table kind after tables of it were written, with the value an older table reads as:
 # read_table fills them, so tables (and resumable parts) written before them stay readable.
+_CALCULATOR_OFF: dict[str, object] = {"calculator_calls": None, "calculator_changed": None}
+# Columns only some runs fill (calculator decoding's counts): a table written without them gets nulls, so a
+# writer that does not know them (code from before them, a table made by hand) still writes a valid table.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {kind: tuple(_CALCULATOR_OFF)
+                                                for kind in ("rollouts", "localized", "attempts", "solved")}
 ADDED_COLUMNS: dict[str, dict[str, object]] = {
-    "attempts": {"verify_calls": 0, "verify_tokens": 0, "verify_checks": "[]"},
+    "attempts": {"verify_calls": 0, "verify_tokens": 0, "verify_checks": "[]", **_CALCULATOR_OFF},
     "pairs": {"chosen_source": None},
+    "rollouts": dict(_CALCULATOR_OFF),
+    "localized": dict(_CALCULATOR_OFF),
+    "solved": dict(_CALCULATOR_OFF),
 }
 
 # What ``solve`` decided per problem (one row per problem): the answer it gives, how it got there (every
@@ -194,6 +207,8 @@ SOLVED = pa.schema(
         pa.field("verifier_calls", pa.int64()),
         pa.field("stop_reason", pa.string()),  # one of SOLVE_STOP_REASONS; null when the row failed
         pa.field("error", pa.string()),  # a failure to retry on resume (generation, answer check, verifier)
+        pa.field("calculator_calls", pa.int64()),  # calculator decoding over every attempt (null: off)
+        pa.field("calculator_changed", pa.int64()),
     ]
 )
 

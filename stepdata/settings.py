@@ -13,6 +13,10 @@ negative temperature is refused when the Config is made, from Python, a recipe o
 the command line, with a :class:`SettingError` naming the setting (the command line
 turns it into a usage error naming the option; its options carry the range too).
 
+A setting added after runs were recorded without it can be declared ``omit_default=True``:
+it is left out of the recorded config (:func:`recorded_config`) while it has its default, so a
+run made before it existed still resumes, and a run that sets it is a different config.
+
 A setting that is a mapping of options for something pluggable (a verifier's options) is
 declared with default ``()`` and ``multiple=True``: the command line gives repeated
 ``KEY=VALUE`` items, a recipe a mapping, and the Config turns either into a dict with
@@ -38,19 +42,29 @@ class SettingError(ValueError):
 def setting(default: Any, help: str, *, cli: str | None = None, choices: Sequence[str] | None = None,
             multiple: bool = False, metavar: str | None = None, hidden: bool = False,
             minimum: float | None = None, maximum: float | None = None, min_open: bool = False,
-            max_open: bool = False) -> Any:
+            max_open: bool = False, omit_default: bool = False) -> Any:
     """A dataclass field whose metadata carries what the command line needs and what values make sense.
 
     ``cli`` overrides the option name (``--rollouts`` for ``rollouts_per_prefix``);
     ``choices`` limits a string; ``multiple`` makes a repeatable option (a tuple);
     ``hidden`` keeps a library-only field off the command line. ``minimum``/``maximum``
     bound a number (every item of a tuple of numbers), excluded with ``min_open``/``max_open``;
-    None (an unset optional setting) is always allowed.
+    None (an unset optional setting) is always allowed. ``omit_default``: recorded only when it differs from
+    its default (module doc).
     """
     metadata = {"help": help, "cli": cli, "choices": tuple(choices) if choices else None, "multiple": multiple,
                 "metavar": metavar, "hidden": hidden, "minimum": minimum, "maximum": maximum,
-                "min_open": min_open, "max_open": max_open}
+                "min_open": min_open, "max_open": max_open, "omit_default": omit_default}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def recorded_config(config: Any) -> dict[str, Any]:
+    """Dataclass ``config`` as a run records it: every field, except an ``omit_default`` one at its default."""
+    values = dataclasses.asdict(config)
+    for field in dataclasses.fields(config):
+        if field.metadata.get("omit_default") and values.get(field.name) == field.default:
+            del values[field.name]
+    return values
 
 
 def describe_range(metadata: Mapping[str, Any]) -> str | None:

@@ -120,3 +120,79 @@ def test_names_need_a_data_dir_and_unknown_inputs_fail_clearly(tmp_path, monkeyp
 def test_embedded_by_name():
     df = load_problems("embedded:7", seed=3)
     assert len(df) == 7 and (df.source == "embedded").all()
+
+
+# -- ASDiv ----------------------------------------------------------------------------------------------
+
+ASDIV_RECORD = """<Problem ID="{id}" Grade="2" Source="test">
+  <Body>{body}</Body><Question>{question}</Question><Solution-Type>Addition</Solution-Type>
+  {answer}<Formula>3+4=7</Formula></Problem>"""
+
+
+def write_asdiv(folder, records, folds=None):
+    """An ASDiv-layout XML file (and fold files beside it) from (id, body, question, answer element) tuples."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = "\n".join(ASDIV_RECORD.format(id=i, body=b, question=q, answer=a) for i, b, q, a in records)
+    (folder / "ASDiv.xml").write_text(f'<?xml version="1.0" encoding="UTF-8" ?>\n<Corpus><ProblemSet>\n{body}\n'
+                                      "</ProblemSet></Corpus>\n")
+    for k, ids in enumerate(folds or []):
+        (folder / "folds-asdiv-a").mkdir(exist_ok=True)
+        (folder / "folds-asdiv-a" / f"fold{k}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return folder / "ASDiv.xml"
+
+
+@pytest.fixture(scope="module")
+def asdiv_dir(shared_data):
+    if not (shared_data / "asdiv" / "ASDiv.xml").exists():
+        pytest.skip(f"ASDiv not found under {shared_data}")
+    return shared_data
+
+
+def test_asdiv_and_its_arithmetic_subset_load_completely(asdiv_dir, tmp_path):
+    from stepdata.answers import parse_plain_number
+    from stepdata.evaluate import load_eval_problems
+
+    full = load_problems("asdiv", data_dir=asdiv_dir)
+    assert len(full) == 2305 and full.problem_id.is_unique and (full.source == "asdiv").all()
+    first = full.iloc[0]
+    assert (first.problem_id, first.answer, first.solution) == ("nluds-0001", "9", "7+2=9")
+    assert first.question == ("Seven red apples and two green apples are in the basket. "
+                              "How many apples are in the basket?")
+    assert json.loads(first.meta)["unit"] == "apples"  # "9 (apples)": the gold is the number, the unit in meta
+    several = full[full.answer.str.contains(";")].iloc[0]  # "5 (years old); 15 (years old); 20 (years old)"
+    assert several.answer == "5; 15; 20" and json.loads(several.meta)["unit"] == ["years old"] * 3
+    arithmetic, label = load_eval_problems("asdiv-a", data_dir=asdiv_dir)  # what `stepdata eval --data asdiv-a` reads
+    assert label == "asdiv-a" and len(arithmetic) == 1218 and (arithmetic.source == "asdiv-a").all()
+    listed = {line.strip() for path in (asdiv_dir / "asdiv" / "folds-asdiv-a").glob("fold*.txt")
+              for line in path.read_text().splitlines() if line.strip()}
+    assert set(arithmetic.problem_id) == listed
+    assert arithmetic.problem_id.tolist() == [p for p in full.problem_id if p in listed]  # the file's order
+    assert {json.loads(m)["fold"] for m in arithmetic.meta} == {0, 1, 2, 3, 4}
+    assert all(parse_plain_number(a) is not None for a in arithmetic.answer)  # "14  (seats)" -> "14"
+    write_table(arithmetic, tmp_path / "p.parquet", "problems")
+
+
+def test_asdiv_bad_records_name_the_record_id_and_field(tmp_path):
+    good = ("a-1", "Ann has 3 pens and buys 4.", "How many pens?", "<Answer>7 (pens)</Answer>")
+    path = write_asdiv(tmp_path / "asdiv", [good, ("a-2", "Bo has 2.", "How many?", ""),
+                                            ("a-3", "Cy has 2.", "How many?", "<Answer>(cats)</Answer>")])
+    with pytest.raises(BadRowError, match=r"ASDiv\.xml, item 1, field 'Answer': missing \(record id 'a-2'\)"):
+        load_problems(path)
+    df = load_problems(path, skip_bad_rows=True)
+    assert df.problem_id.tolist() == ["a-1"] and df.answer.tolist() == ["7"]
+    assert [(b["item"], b["field"]) for b in df.attrs["bad_rows"]] == [(1, "Answer"), (2, "Answer")]
+    assert "no value" in df.attrs["bad_rows"][1]["error"] and "'a-3'" in df.attrs["bad_rows"][1]["error"]
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<Corpus>\n<Problem ID='x'><Body>a</Body>\n</Corpus>\n")
+    with pytest.raises(BadRowError, match=r"broken\.xml, line 3: invalid XML"):
+        load_problems(broken)
+
+
+def test_asdiv_a_refuses_a_fold_id_the_file_lacks(tmp_path):
+    records = [(f"a-{i}", "Ann has 3 pens and buys 4.", "How many pens?", "<Answer>7 (pens)</Answer>") for i in range(3)]
+    write_asdiv(tmp_path / "asdiv", records, folds=[["a-2"], ["a-0"]])
+    df = load_problems("asdiv-a", data_dir=tmp_path)
+    assert df.problem_id.tolist() == ["a-0", "a-2"] and [json.loads(m)["fold"] for m in df.meta] == [1, 0]
+    write_asdiv(tmp_path / "asdiv", records, folds=[["a-2"], ["a-0", "a-9"]])
+    with pytest.raises(BadRowError, match=r"fold1\.txt, line 2: id 'a-9' is not in"):
+        load_problems("asdiv-a", data_dir=tmp_path)

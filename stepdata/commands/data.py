@@ -27,7 +27,8 @@ from stepdata.loaders import KNOWN_SETS, BadRowError, load_problems
 @click.command("problems")
 @click.argument("source")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="Problems table to write (.parquet).")
-@click.option("--format", "fmt", type=click.Choice(["gsm8k", "math", "svamp", "multiarith", "processbench", "generic"]),
+@click.option("--format", "fmt", type=click.Choice(["gsm8k", "math", "svamp", "multiarith", "asdiv", "processbench",
+                                                       "generic"]),
               help="Data set format (detected when omitted).")
 @click.option("--column", "columns", multiple=True, metavar="OURS=THEIRS",
               help="Map a column, e.g. --column question=prompt --column answer=target.")

@@ -12,18 +12,20 @@ from stepdata.commands.common import (
     problem_steps_options,
 )
 from stepdata.commands.config_options import build_config, config_options
+from stepdata.generation.calculator_decoding import CALCULATOR_HELP
 from stepdata.loaders import BadRowError
 from stepdata.prompts import load_prompt
 from stepdata.solve import STRATEGIES, SolveConfig
 
 # eval's own options already say these (under eval's names); the rest of SolveConfig's are offered as they are
 SOLVE_SHARED = ("strategy", "template", "n", "temperature", "top_p", "max_tokens", "seed", "answer_timeout",
-                "last_number_fallback")
+                "last_number_fallback", "calculator")
 
 
 @click.command("eval")
 @engine_options(many=True)
-@click.option("--data", required=True, help="embedded[:N], gsm8k, math500, svamp, multiarith, a problems table or a file.")
+@click.option("--data", required=True, help="embedded[:N], gsm8k, math500, svamp, multiarith, asdiv, asdiv-a, a "
+                                            "problems table or a file.")
 @click.option("--split", default="test", show_default=True, help="Split of a named set (gsm8k has train and test).")
 @click.option("--limit", type=int, help="Use only the first N problems.")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="STEPDATA_DATA_DIR")
@@ -41,6 +43,7 @@ SOLVE_SHARED = ("strategy", "template", "n", "temperature", "top_p", "max_tokens
 @click.option("--last-number-fallback", is_flag=True,
               help="Also read a solution's last number as its answer when it states none explicitly "
                    "(off: only \\boxed{}, 'The answer is' and '#### N' count).")
+@click.option("--calculator", is_flag=True, help=CALCULATOR_HELP + " eval.json gives each model's totals.")
 @click.option("--batch-size", type=int, help="Problems per engine call (default: all at once).")
 @click.option("--strategy", type=click.Choice(STRATEGIES),
               help="How each problem is solved (default: as the sampling options say: greedy, or n samples). "
@@ -52,7 +55,8 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
              columns: tuple[str, ...], seed: int, n_problems: int, min_steps: int, max_steps: int, backend: str,
              base_url: str | None, tokenizer: str | None, engine_options: tuple[str, ...], template: str, n: int,
              temperature: float, top_p: float, max_tokens: int, sampling_seed: int, last_number_fallback: bool,
-             batch_size: int | None, strategy: str | None, out: str | None, **solve_options) -> None:
+             calculator: bool, batch_size: int | None, strategy: str | None, out: str | None,
+             **solve_options) -> None:
     """Score each --model on the same problems (greedy by default) and print one row per model."""
     from stepdata.evaluate import (
         evaluate_model,
@@ -74,9 +78,10 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
     if strategy in ("best-of-n", "stepco"):
         solve_config = build_config(SolveConfig, solve_options, strategy=strategy, template=template, n=n,
                                     temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=sampling_seed,
-                                    last_number_fallback=last_number_fallback)
+                                    last_number_fallback=last_number_fallback, calculator=calculator)
     try:
-        sampling = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=sampling_seed)
+        sampling = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=sampling_seed,
+                                  calculator=calculator)
         problems, label = load_eval_problems(data, split=split, limit=limit, data_dir=data_dir, seed=seed,
                                              n_problems=n_problems, min_steps=min_steps, max_steps=max_steps,
                                              columns=mapping)
@@ -102,7 +107,7 @@ def eval_cmd(models: tuple[str, ...], data: str, split: str, limit: int | None, 
                   "max_problem_steps": max_steps,
                   "backend": backend, **({"tokenizer": tokenizer} if tokenizer else {}),
                   "template": template, "sampling": sampling.as_record(),
-                  "last_number_fallback": last_number_fallback}
+                  "last_number_fallback": last_number_fallback, "calculator": calculator}
         click.echo(f"wrote {write_results(results, out, config)}")
     if any(r.judged == 0 and r.samples for r in results):
         raise SystemExit(1)

@@ -11,6 +11,7 @@ import json
 import click
 
 from stepdata.commands.common import engine_kwargs, engine_option, make_engine
+from stepdata.generation.calculator_decoding import CALCULATOR_HELP
 from stepdata.models import MODELS, fetch_model
 from stepdata.prompts import load_prompt
 
@@ -52,10 +53,11 @@ def model_list_cmd() -> None:
 @click.option("--top-p", type=float, default=0.95, show_default=True)
 @click.option("--max-tokens", type=int, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--calculator", is_flag=True, help=CALCULATOR_HELP)
 @engine_option(help="Passed to the backend, e.g. --engine-option dtype=float32 (JSON values).")
 def generate_cmd(backend: str, model: str, base_url: str | None, question: str | None, raw_prompt: str | None,
                  template: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: int,
-                 engine_options: tuple[str, ...]) -> None:
+                 calculator: bool, engine_options: tuple[str, ...]) -> None:
     """Sample completions for one question or prompt and print them as JSON (a smoke test for a backend).
 
     Only the JSON goes to stdout; progress lines (and, with -v, the engine's logs) go to stderr.
@@ -65,7 +67,8 @@ def generate_cmd(backend: str, model: str, base_url: str | None, question: str |
     if (question is None) == (raw_prompt is None):
         raise click.UsageError("give exactly one of --question and --prompt")
     try:
-        sampling = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        sampling = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                                  calculator=calculator)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     request = (GenerationRequest.chat("q", load_prompt(template).render(question=question)) if question is not None
@@ -77,7 +80,9 @@ def generate_cmd(backend: str, model: str, base_url: str | None, question: str |
     click.echo(json.dumps({
         "engine": engine, "prompt": result.prompt_text, "error": result.error,
         "completions": [{"text": c.text, "finish_reason": c.finish_reason, "stop_reason": c.stop_reason,
-                         "tokens": c.completion_tokens} for c in result.completions],
+                         "tokens": c.completion_tokens} | ({"calculator_calls": c.calculator_calls,
+                                                           "calculator_changed": c.calculator_changed}
+                                                          if calculator else {}) for c in result.completions],
         # the request's total (server usage over HTTP, where per-sample counts are null when n > 1)
         "completion_tokens": result.completion_tokens_total,
         "stats": stats.as_dict() if stats else None,

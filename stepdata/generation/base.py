@@ -52,7 +52,14 @@ class Generator(ABC):
         stats = GenerationStats(backend=self.backend, requests=len(requests))
         reporter = Progress(f"generate[{self.backend}]", len(requests), enabled=progress)
         start = time.monotonic()
-        results = self._generate(requests, sampling, reporter, stats) if requests else []
+        if not requests:
+            results: list[GenerationResult] = []
+        elif sampling.calculator:
+            from stepdata.generation.calculator_decoding import generate_with_calculator
+
+            results = generate_with_calculator(self, requests, sampling, reporter, stats)
+        else:
+            results = self._generate(requests, sampling, reporter, stats)
         stats.seconds = time.monotonic() - start
         if [r.request_id for r in results] != ids:
             raise RuntimeError(f"{self.backend} backend returned results out of order or incomplete")

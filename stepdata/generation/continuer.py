@@ -64,6 +64,13 @@ class Continued:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def calculator(self) -> tuple[int | None, int | None]:
+        """(calculator_calls, calculator_changed) over the continuations; (None, None) without the calculator."""
+        from stepdata.generation.calculator_decoding import calculator_counts
+
+        return calculator_counts(self.completions)
+
 
 class Continuer:
     """Continues prefixes with one generator and template, and labels the ends with one answer policy.

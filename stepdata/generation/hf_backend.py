@@ -42,6 +42,7 @@ class _Sequence:
     sample_index: int
     prompt_ids: list[int]
     seed: int
+    max_tokens: int  # the request's budget (GenerationRequest.budget)
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
@@ -159,7 +160,7 @@ class TransformersGenerator(Generator):
             for sample in range(sampling.n):
                 seed = derive_seed(base_seed, request.request_id, sample)
                 assert seed is not None
-                sequences.append(_Sequence(index, sample, ids, seed))
+                sequences.append(_Sequence(index, sample, ids, seed, request.budget(sampling)))
         remaining = {i: sampling.n for i, r in enumerate(results) if r.ok}
         sequences.sort(key=lambda s: len(s.prompt_ids))
         for start in range(0, len(sequences), self.batch_size):
@@ -206,8 +207,8 @@ class TransformersGenerator(Generator):
         past = None
         step_ids, step_positions = input_ids, positions
         # each sample stops at max_tokens or where it fills the model's context, whichever comes first
-        limits = [sampling.max_tokens if self.max_model_len is None else
-                  min(sampling.max_tokens, self.max_model_len - len(seq.prompt_ids)) for seq in batch]
+        limits = [seq.max_tokens if self.max_model_len is None else
+                  min(seq.max_tokens, self.max_model_len - len(seq.prompt_ids)) for seq in batch]
         with torch.inference_mode():
             for _ in range(max(limits)):
                 out = self.lm(input_ids=step_ids, attention_mask=attention, position_ids=step_positions,

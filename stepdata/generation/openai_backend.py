@@ -291,7 +291,7 @@ class OpenAIGenerator(Generator):
     async def _send(self, client: Any, request: GenerationRequest, sampling: SamplingConfig, n: int, seed: int | None) -> Any:
         common: dict[str, Any] = dict(
             model=self.model, n=n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens, seed=seed,
+            max_tokens=request.budget(sampling), seed=seed,
         )
         if sampling.stop:
             common["stop"] = list(sampling.stop)

@@ -68,6 +68,8 @@ class SamplingConfig:
     stop: tuple[str, ...] = ()
     seed: int | None = 0
     logprobs: bool = False
+    # calculator decoding: every arithmetic result written exactly (stepdata.generation.calculator_decoding)
+    calculator: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -80,7 +82,12 @@ class SamplingConfig:
             raise ValueError("top_p must be in (0, 1]")
         if self.greedy and self.n > 1:
             raise ValueError("greedy decoding (temperature 0) with n > 1 gives n identical samples; use n=1")
-        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.calculator and self.logprobs:
+            raise ValueError("logprobs with the calculator are refused: a text the calculator wrote into is not "
+                             "one sampling's tokens")
+        if self.calculator and any("=" in s for s in self.stop):
+            raise ValueError("with the calculator, a stop string may not contain '=' (the calculator stops at an "
+                             "expression's '=' itself, and a stop across that point would never be seen)")
 
     @property
     def greedy(self) -> bool:
@@ -100,8 +107,11 @@ class GenerationRequest:
     messages: tuple[Message, ...] | None = None
     continue_final: bool = False
     prompt: str | None = None
+    max_tokens: int | None = None  # a budget of this request's own (a calculator continuation's), else the batch's
 
     def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"request {self.request_id!r}: max_tokens must be at least 1")
         if (self.messages is None) == (self.prompt is None):
             raise ValueError(f"request {self.request_id!r}: give either messages or prompt, not both or neither")
         if self.messages is not None:
@@ -122,6 +132,10 @@ class GenerationRequest:
     @classmethod
     def raw(cls, request_id: str, prompt: str) -> GenerationRequest:
         return cls(request_id, prompt=prompt)
+
+    def budget(self, sampling: SamplingConfig) -> int:
+        """The most tokens to generate for this request: its own ``max_tokens`` when set, else the batch's."""
+        return self.max_tokens if self.max_tokens is not None else sampling.max_tokens
 
 
 @dataclass
@@ -144,6 +158,10 @@ class Completion:
     token_logprobs: list[float] | None = None
     token_ids: list[int] | None = None  # when the backend sees them (not over HTTP)
     stop_reason: str | None = None
+    # calculator decoding only (None without it): results the calculator gave, and how many of them differed
+    # from what the model wrote (see stepdata.generation.calculator_decoding)
+    calculator_calls: int | None = None
+    calculator_changed: int | None = None
 
 
 @dataclass

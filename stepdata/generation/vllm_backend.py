@@ -185,16 +185,16 @@ class VLLMGenerator(Generator):
     def render(self, request: GenerationRequest) -> str:
         return render_prompt(self.tokenizer, request)
 
-    def _sampling_params(self, sampling: SamplingConfig, request_id: str) -> Any:
+    def _sampling_params(self, sampling: SamplingConfig, request: GenerationRequest) -> Any:
         from vllm import SamplingParams
 
         return SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
+            max_tokens=request.budget(sampling),
             stop=list(sampling.stop) or None,
-            seed=derive_seed(sampling.seed, request_id),
+            seed=derive_seed(sampling.seed, request.request_id),
             logprobs=0 if sampling.logprobs else None,
         )
 
@@ -221,7 +221,7 @@ class VLLMGenerator(Generator):
                 continue
             results[index] = GenerationResult(request.request_id, text, len(ids))
             prompts.append(TokensPrompt(prompt_token_ids=ids))
-            params.append(self._sampling_params(sampling, request.request_id))
+            params.append(self._sampling_params(sampling, request))
             slots.append(index)
         if prompts:
             # vLLM's own bar repaints a terminal line; its updates feed our progress lines instead

@@ -4,7 +4,8 @@
 
 - ``embedded`` / ``embedded:N``: our own generated arithmetic word problems
   (no files needed; see :mod:`stepdata.embedded`);
-- ``gsm8k``, ``gsm8k:train``, ``math500``, ``svamp``, ``multiarith`` and
+- ``gsm8k``, ``gsm8k:train``, ``math500``, ``svamp``, ``multiarith``, ``asdiv``,
+  ``asdiv-a`` (ASDiv's arithmetic subset, from its fold files) and
   ``processbench:<subset>`` (gsm8k, math, olympiadbench, omnimath): the standard
   sets, read from a data directory (``data_dir=`` or ``$STEPDATA_DATA_DIR``),
   never downloaded.
@@ -26,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from stepdata.loaders.folds import fold_subset
 from stepdata.loaders.formats import FORMATS, detect_format
 from stepdata.loaders.readers import (
     BadRowError,
@@ -48,9 +50,14 @@ KNOWN_SETS: dict[str, tuple[str, str, str]] = {
     "math500": ("math500/test.jsonl", "math", "math500"),
     "svamp": ("svamp/SVAMP.json", "svamp", "svamp"),
     "multiarith": ("multiarith/MultiArith.json", "multiarith", "multiarith"),
+    "asdiv": ("asdiv/ASDiv.xml", "asdiv", "asdiv"),
+    "asdiv-a": ("asdiv/ASDiv.xml", "asdiv", "asdiv-a"),  # the arithmetic subset: ids in asdiv/folds-asdiv-a/
     **{f"processbench:{subset}": (f"processbench/{subset}.json", "processbench", f"processbench-{subset}")
        for subset in PROCESSBENCH_SUBSETS},
 }
+
+# a known set that is part of its file: name -> the filter that keeps its records
+SUBSETS = {"asdiv-a": fold_subset}
 
 __all__ = ["KNOWN_SETS", "PROCESSBENCH_SUBSETS", "BadRowError", "Location", "load_problems", "problem_id_for", "resolve_dataset"]
 
@@ -119,7 +126,7 @@ def load_problems(
 ) -> pd.DataFrame:
     """Load a problem set as a problems table (a plain DataFrame).
 
-    ``format`` is one of gsm8k, math, svamp, multiarith, processbench, generic
+    ``format`` is one of gsm8k, math, svamp, multiarith, processbench, asdiv, generic
     (detected from the first record when omitted). ``columns`` maps our column
     names to the file's (``{"question": "q", "answer": "a"}``).
     """
@@ -143,7 +150,10 @@ def load_problems(
     rows: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
     converter = FORMATS[format] if format else None
-    for location, record in iter_records(path):
+    records = iter_records(path)
+    if name in SUBSETS:
+        records = SUBSETS[name](path, records)
+    for location, record in records:
         if limit is not None and len(rows) >= limit:
             break
         try:

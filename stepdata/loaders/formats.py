@@ -164,6 +164,54 @@ def processbench(record: Mapping[str, Any], location: Location, columns: Mapping
     }
 
 
+_ASDIV_PART = re.compile(r"\s*(?P<value>.*?)\s*(?:\((?P<unit>[^()]*)\))?\s*")
+
+
+def asdiv_answer(answer: str) -> tuple[str, list[str]]:
+    """ASDiv's answer as (gold, units): ``9 (apples)`` -> ("9", ["apples"]); several answers are separated by
+    ";" (``5 (years old); 15 (years old)`` -> "5; 15"); an answer without a unit (``3:30 p.m.``, a name) is kept
+    as it is. Raises ValueError for a part with no value."""
+    values, units = [], []
+    for part in answer.split(";"):
+        match = _ASDIV_PART.fullmatch(part)
+        value = match.group("value") if match else ""
+        if not value:
+            raise ValueError(f"no value in {part.strip()!r}")
+        values.append(value)
+        if match and match.group("unit") is not None:
+            units.append(match.group("unit").strip())
+    return "; ".join(values), units
+
+
+def asdiv(record: Mapping[str, Any], location: Location, columns: Mapping[str, str]) -> Row:
+    """ASDiv: question = Body + Question; the gold answer without its unit (the unit, grade, solution type and
+    the formula, which is also the solution, go into ``meta``); a bad record's error names its ID too."""
+    record_id = record.get("ID")
+    named = f" (record id {record_id!r})" if record_id is not None else ""
+
+    def text(key: str) -> str:
+        try:
+            return _text(record, key, location)
+        except BadRowError as exc:
+            raise BadRowError(location, key, exc.message + named) from None
+
+    body, ask, answer = text("Body"), text("Question"), text("Answer")
+    try:
+        gold, units = asdiv_answer(answer)
+    except ValueError as exc:
+        raise BadRowError(location, "Answer", f"{exc}{named}") from None
+    formula = record.get("Formula")
+    return {
+        "problem_id": None if record_id is None else str(record_id),
+        "question": f"{body.strip()} {ask.strip()}",
+        "answer": gold,
+        "solution": formula.strip() if isinstance(formula, str) and formula.strip() else None,
+        "meta": _meta(unit=(units[0] if len(units) == 1 else units) or None, grade=record.get("Grade"),
+                      solution_type=record.get("Solution-Type"), formula=formula, source_url=record.get("Source"),
+                      problem_class=record.get("Class"), fold=record.get("fold")),
+    }
+
+
 _GENERIC_ALIASES = {
     "question": ("question", "problem", "prompt", "query", "input"),
     "answer": ("answer", "final_answer", "gold", "target", "label"),
@@ -204,6 +252,7 @@ FORMATS: dict[str, Converter] = {
     "svamp": svamp,
     "multiarith": multiarith,
     "processbench": processbench,
+    "asdiv": asdiv,
     "generic": generic,
 }
 
@@ -213,6 +262,8 @@ def detect_format(record: Mapping[str, Any]) -> str:
     keys = set(record)
     if {"problem", "steps", "label"} <= keys:
         return "processbench"
+    if {"Body", "Question", "Answer"} <= keys and ("Solution-Type" in keys or "Formula" in keys):
+        return "asdiv"
     if {"Body", "Question", "Answer"} <= keys:
         return "svamp"
     if {"sQuestion", "lSolutions"} <= keys:

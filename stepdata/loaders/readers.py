@@ -1,4 +1,4 @@
-"""Reading records from JSONL, JSON, CSV and Parquet files, each with its location.
+"""Reading records from JSONL, JSON, CSV, Parquet and (ASDiv's) XML files, each with its location.
 
 A record's location (file and line, or item/row number) travels with it so a
 bad record can be reported precisely, whichever format it came from.
@@ -150,7 +150,28 @@ def _parquet(path: Path) -> Iterator[Record]:
         yield Location(str(path), item=index), row
 
 
-READERS = {".jsonl": _jsonl, ".ndjson": _jsonl, ".json": _json, ".csv": _csv, ".parquet": _parquet}
+def _xml(path: Path) -> Iterator[Record]:
+    """An XML file in ASDiv's layout: every ``<Problem>`` element is a record, its attributes and the text of its
+    child elements the fields (``{"ID": ..., "Body": ..., "Answer": ...}``); item i is the i-th problem."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as exc:
+        line = exc.position[0] if exc.position else None
+        raise BadRowError(Location(str(path), line=line), None, f"invalid XML ({exc})") from None
+    found = False
+    for index, element in enumerate(root.iter("Problem")):
+        found = True
+        record: dict[str, Any] = dict(element.attrib)
+        for child in element:
+            record[child.tag] = child.text if child.text is not None else ""
+        yield Location(str(path), item=index), record
+    if not found:
+        raise BadRowError(Location(str(path)), None, "no <Problem> elements (an XML file is read in ASDiv's layout)")
+
+
+READERS = {".jsonl": _jsonl, ".ndjson": _jsonl, ".json": _json, ".csv": _csv, ".parquet": _parquet, ".xml": _xml}
 
 
 def iter_records(path: str | Path) -> Iterator[Record]:

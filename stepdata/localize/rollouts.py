@@ -80,6 +80,8 @@ class MCVerdict:
     error: str | None = None
     unchecked: dict[int, int] = field(default_factory=dict)
     unfinished: bool = False  # a cut solution none of whose steps was found wrong
+    calculator_calls: int | None = None  # calculator decoding of the rollouts (None: off)
+    calculator_changed: int | None = None
 
     @property
     def status(self) -> str:
@@ -98,12 +100,16 @@ class MCVerdict:
             text += f"; {sum(left_out.values())} rollouts left out, answer check failed ({where})"
         if self.unfinished:
             text += "; cut at max_tokens, continuations from its last step still reach the answer"
+        if self.calculator_calls is not None:
+            text += f"; calculator: {self.calculator_calls} results, {self.calculator_changed} changed"
         return text
 
     def localization(self, method: str) -> Localization:
         """The estimate as a :class:`Localization` (confidence: the MC value at the located step's prefix)."""
         evidence = {"mc": dict(self.mc), "unchecked": dict(self.unchecked), "probes": self.probes,
                     "rollouts": self.rollouts}
+        if self.calculator_calls is not None:
+            evidence |= {"calculator_calls": self.calculator_calls, "calculator_changed": self.calculator_changed}
         return Localization(self.error_step, self.status,
                             confidence=self.mc.get(self.error_step) if self.error_step is not None else None,
                             evidence=evidence, method=method, calls=self.probes, tokens=self.tokens, error=self.error,
@@ -139,14 +145,15 @@ class RolloutLocalizer:
 
     def __init__(self, generator: Generator, *, template: str = "step_by_step", rollouts: int = 8,
                  search: str = "binary", temperature: float = 0.8, top_p: float = 0.95, max_tokens: int = 512,
-                 seed: int = 0, answer_policy: AnswerPolicy | None = None) -> None:
+                 seed: int = 0, answer_policy: AnswerPolicy | None = None, calculator: bool = False) -> None:
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}; expected one of {SEARCHES}")
         self.search = search
         # the Continuer refuses a template that does not end with a partial assistant answer
         self.continuer = Continuer(generator, load_prompt(template),
                                    answer_policy if answer_policy is not None else AnswerPolicy(), error_kind="rollout")
-        self.sampling = SamplingConfig(n=rollouts, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        self.sampling = SamplingConfig(n=rollouts, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                                       calculator=calculator)
 
     @property
     def generator(self) -> Generator:
@@ -194,6 +201,10 @@ class RolloutLocalizer:
                     continue
                 count = len(done.completions)
                 state.verdict.rollouts += count
+                calls, changed = done.calculator
+                if calls is not None:
+                    state.verdict.calculator_calls = (state.verdict.calculator_calls or 0) + calls
+                    state.verdict.calculator_changed = (state.verdict.calculator_changed or 0) + (changed or 0)
                 checked = [label for label in done.labels if label.correct is not None]
                 state.verdict.unchecked[prefix] = count - len(checked)
                 if not checked:  # no rollout could be judged: the probe says nothing, it is not MC = 0
@@ -227,10 +238,12 @@ class RolloutLocalizer:
 @register_localizer("rollouts")
 def make_rollouts(generator: Generator, rollouts: int = 8, search: str = "binary",
                   answer_policy: AnswerPolicy | None = None, template: str = "step_by_step", temperature: float = 0.8,
-                  top_p: float = 0.95, max_tokens: int = 512, seed: int = 0) -> RolloutLocalizer:
-    """The "rollouts" localizer; ``generator`` is the policy, ``rollouts`` the continuations per probed prefix."""
+                  top_p: float = 0.95, max_tokens: int = 512, seed: int = 0, calculator: bool = False) -> RolloutLocalizer:
+    """The "rollouts" localizer; ``generator`` is the policy, ``rollouts`` the continuations per probed prefix,
+    ``calculator`` calculator decoding of the continuations (counted in the evidence)."""
     return RolloutLocalizer(generator, template=template, rollouts=rollouts, search=search, temperature=temperature,
-                            top_p=top_p, max_tokens=max_tokens, seed=seed, answer_policy=answer_policy)
+                            top_p=top_p, max_tokens=max_tokens, seed=seed, answer_policy=answer_policy,
+                            calculator=calculator)
 
 
 def max_binary_probes(n_steps: int) -> int:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from stepdata.generation.engine_config import EngineConfig
 from stepdata.pipeline.run import StageRun
-from stepdata.settings import config_from_mapping
+from stepdata.settings import config_from_mapping, recorded_config
 
 
 class EngineHandle:
@@ -200,7 +200,7 @@ class StageBlock:
 
     def settings(self) -> dict[str, Any]:
         """What identifies this stage's output: its config, engine and lineage (the run's config)."""
-        config = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+        config = recorded_config(self.config) if dataclasses.is_dataclass(self.config) else {}
         settings: dict[str, Any] = {"stage": self.name, **config}
         if self.has_engine:
             settings |= {"model": self.model, "engine": self.engine_description()}

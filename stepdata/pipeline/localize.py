@@ -41,7 +41,11 @@ from stepdata.localize.judge_protocols import (
     template_fingerprint,
 )
 from stepdata.pipeline.block import StageBlock
-from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
+from stepdata.pipeline.sample import (
+    ANSWER_TIMEOUT_HELP,
+    CALCULATOR_HELP,
+    LAST_NUMBER_HELP,
+)
 from stepdata.schema import LOCALIZE_STATUSES, LOCALIZED, status_of_error_step
 from stepdata.settings import SettingError, check_settings, setting
 
@@ -80,6 +84,8 @@ class LocalizeConfig:
                                                "path and SHA-256.", metavar="FILE")
     answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, "Rollouts method: " + LAST_NUMBER_HELP)
+    calculator: bool = setting(False, "Rollouts method (a localizer that samples from the policy): " + CALCULATOR_HELP,
+                               omit_default=True)
     # the prm method (its own model, loaded on first use; the stage's --model is not used)
     prm_model: str | None = setting(None, "prm method: the process reward model's folder.")
     prm_family: str = setting("separator", PRM_FAMILY_HELP, choices=("separator", "step_tag", "token_classify"))
@@ -135,7 +141,8 @@ class LocalizeConfig:
                    "prm_separator": self.prm_separator, "prm_step_tag": self.prm_step_tag,
                    "prm_good_token": self.prm_good_token, "prm_bad_token": self.prm_bad_token,
                    "prm_batch_size": self.prm_batch_size, "prm_max_length": self.prm_max_length,
-                   "labels": self.labels, "labels_format": self.labels_format} | more
+                   "labels": self.labels, "labels_format": self.labels_format,
+                   "calculator": self.calculator} | more
         return options_for(self.method, offered)
 
     def recorded(self) -> dict[str, Any]:
@@ -149,6 +156,8 @@ class LocalizeConfig:
             recorded.pop("judge_template", None)
         if recorded.get("labels") is not None and Path(recorded["labels"]).is_file():
             recorded["labels"] = template_fingerprint(recorded["labels"])  # changed labels: a changed config
+        if not recorded.get("calculator"):  # off: recorded as before there was a calculator
+            recorded.pop("calculator", None)
         return recorded | (self.answer_policy().describe() if "answer_policy" in options else {})
 
     def uses_model(self) -> bool:
@@ -207,6 +216,9 @@ class LocalizeStage(StageBlock):
             self._localizer = localizer
         else:
             required_options(self.config.method)  # an unknown name is refused now, not at the first batch
+            if self.config.calculator and "calculator" not in self.config.options():
+                raise ValueError(f"--calculator is for a localizer that samples from the policy (rollouts); "
+                                 f"{self.config.method!r} generates nothing it would apply to")
             # a localizer without a model is built now; a model-based one when a batch needs it (loading the engine)
             self._localizer = None if self.config.uses_model() else self._from_config()
         if self._localizer is not None:

@@ -23,6 +23,7 @@ from stepdata.pairs.build import pair_id
 from stepdata.pairs.stats import chosen_verified_counts, pairs_by_kind
 from stepdata.pipeline.block import EngineHandle, StageBlock
 from stepdata.pipeline.run import StageRun
+from stepdata.pipeline.sample import calculator_stats
 from stepdata.pipeline.verify import ChosenVerifier, verify_stats
 from stepdata.schema import ATTEMPTS, PAIRS
 from stepdata.secrets import scrub_object
@@ -31,14 +32,17 @@ from stepdata.secrets import scrub_object
 def attempt_row(unit_id: str, problem_id: str, stage: str, outcome: str | None, *, detail: str | None = None,
                 candidates: int = 0, accepted: int = 0, pairs: Sequence[dict[str, Any]] = (),
                 generated_tokens: int = 0, unfinished: int = 0, error: str | None = None, verify_calls: int = 0,
-                verify_tokens: int = 0, verify_checks: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+                verify_tokens: int = 0, verify_checks: Sequence[dict[str, Any]] = (),
+                calculator: tuple[int | None, int | None] = (None, None)) -> dict[str, Any]:
     """One attempts-table row (``unfinished``: continuations cut at max_tokens; ``verify_*``: the chosen-step
-    checks, see :mod:`stepdata.pipeline.verify`)."""
+    checks, see :mod:`stepdata.pipeline.verify`; ``calculator``: calls and changes of calculator decoding over
+    the unit's continuations, None without it)."""
     return {"unit_id": unit_id, "problem_id": problem_id, "stage": stage, "outcome": outcome, "detail": detail,
             "candidates": candidates, "accepted": accepted,
             "pairs": json.dumps(list(pairs), ensure_ascii=False), "generated_tokens": generated_tokens,
             "unfinished": unfinished, "error": error, "verify_calls": verify_calls, "verify_tokens": verify_tokens,
-            "verify_checks": json.dumps(list(verify_checks), ensure_ascii=False)}
+            "verify_checks": json.dumps(list(verify_checks), ensure_ascii=False),
+            "calculator_calls": calculator[0], "calculator_changed": calculator[1]}
 
 
 def attempts_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -89,7 +93,7 @@ def attempts_stats(attempts: pd.DataFrame) -> dict[str, Any]:
         "pairs_before_caps": int(sum(len(json.loads(p or "[]")) for p in attempts["pairs"])),
         "generated_tokens": int(attempts["generated_tokens"].fillna(0).sum()),
         "verify": verify_stats(attempts),
-    }
+    } | calculator_stats(attempts)
 
 
 def pairs_path_for(attempts_path: Path) -> Path:

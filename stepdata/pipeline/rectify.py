@@ -38,7 +38,12 @@ from stepdata.pairs import make_pair, prompt_messages_of
 from stepdata.pipeline.continuer import Prefix
 from stepdata.pipeline.lineage import prompt_mismatch
 from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
-from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP, check_greedy
+from stepdata.pipeline.sample import (
+    ANSWER_TIMEOUT_HELP,
+    LAST_NUMBER_HELP,
+    calculator_setting,
+    check_greedy,
+)
 from stepdata.pipeline.verify import ChosenStep, UnitChecks, VerifySettings
 from stepdata.settings import check_settings, setting
 from stepdata.steps import join_steps, normalized_step, split_steps
@@ -65,6 +70,7 @@ class RectifyConfig(VerifySettings):
                                                          "(the rest are counted in the summary's left_out).", minimum=1)
     answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
+    calculator: bool = calculator_setting()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,7 +82,7 @@ class RectifyConfig(VerifySettings):
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                              max_tokens=self.max_tokens, seed=self.seed)
+                              max_tokens=self.max_tokens, seed=self.seed, calculator=self.calculator)
 
 
 class RectifyStage(PairStage):
@@ -149,9 +155,10 @@ class RectifyStage(PairStage):
                 out[row["rollout_id"]] = attempt_row(row["rollout_id"], row["problem_id"], self.name, None,
                                                      candidates=len(row_labels), generated_tokens=tokens,
                                                      unfinished=sum(not label.finished for label in row_labels),
-                                                     error=failed[0].error)
+                                                     error=failed[0].error, calculator=result.calculator)
                 continue
             drafts[row["rollout_id"]] = self._draft(row, result.completions, row_labels, tokens)
+            drafts[row["rollout_id"]].calculator = result.calculator
         # every chosen step of the batch goes to the verifier at once
         checks = self.verifier.check_units({key: d.steps for key, d in drafts.items()},
                                            self.config.max_pairs_per_rollout)
@@ -182,7 +189,7 @@ class RectifyStage(PairStage):
         steps = list(row["steps"])
         problem = self.problems.loc[row["problem_id"]]
         counts = dict(candidates=draft.candidates, accepted=draft.right, generated_tokens=draft.tokens,
-                      unfinished=draft.unfinished, **checks.columns())
+                      unfinished=draft.unfinished, calculator=draft.calculator, **checks.columns())
         if checks.error is not None:  # the verifier failed: the unit is redone on resume
             return attempt_row(row["rollout_id"], row["problem_id"], self.name, None, error=checks.error,
                                detail=checks.describe(), **counts)
@@ -196,7 +203,8 @@ class RectifyStage(PairStage):
                 chosen_rest=rest, rejected_rest=join_steps(steps[k + 1:]),
                 kind="step-dpo", error_step=k, source=problem.get("source"), chosen_verified=checks.verified(i),
                 chosen_source="policy",
-                model=self.generator.model, sampling=self.sampling.as_record(), localizer=row.get("method"),
+                model=self.generator.model, sampling=self.sampling.as_record() | (
+                    {"calculator": True} if self.config.calculator else {}), localizer=row.get("method"),
                 rejected_finished=not is_unfinished(row.get("finish_reason")),
             ))
         detail = (f"{draft.right} of {draft.candidates} continuations right ({draft.unfinished} unfinished); "
@@ -221,6 +229,7 @@ class _Draft:
     unfinished: int
     tokens: int
     chosen: list[tuple[str, str]] = field(default_factory=list)  # distinct (chosen step, the rest of its solution)
+    calculator: tuple[int | None, int | None] = (None, None)  # calculator decoding's calls and changes
     steps: list[ChosenStep] = field(default_factory=list)  # the same, as steps to check
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from stepdata.answers import AnswerPolicy, is_unfinished
 from stepdata.generation import GenerationRequest, SamplingConfig
+from stepdata.generation.calculator_decoding import CALCULATOR_HELP, calculator_summary
 from stepdata.generation.types import row_error
 from stepdata.pipeline.block import StageBlock
 from stepdata.pipeline.lineage import prompt_text
@@ -30,6 +31,12 @@ from stepdata.steps import split_steps
 LAST_NUMBER_HELP = ("Also read a solution's last number as its answer when it states none explicitly "
                     "(off: only \\boxed{}, 'The answer is' and '#### N' count).")
 ANSWER_TIMEOUT_HELP = "Seconds an answer check may take before it counts as failed (and is retried on resume)."
+
+
+def calculator_setting() -> bool:
+    """The ``calculator`` setting every stage that generates has (recorded only when on, so runs made before it
+    existed still resume)."""
+    return setting(False, CALCULATOR_HELP, omit_default=True)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class SampleConfig:
                               choices=("auto", "markers", "paragraphs", "lines"))
     answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
+    calculator: bool = calculator_setting()
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -56,7 +64,7 @@ class SampleConfig:
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                              max_tokens=self.max_tokens, seed=self.seed)
+                              max_tokens=self.max_tokens, seed=self.seed, calculator=self.calculator)
 
 
 def check_greedy(n: int, temperature: float) -> None:
@@ -116,6 +124,8 @@ class SampleStage(StageBlock):
                     "steps": split_steps(completion.text, self.config.split_mode), "pred_answer": None,
                     "correct": None, "finish_reason": completion.finish_reason,
                     "completion_tokens": completion.completion_tokens, "error": None,
+                    "calculator_calls": completion.calculator_calls,
+                    "calculator_changed": completion.calculator_changed,
                 })
                 to_label.append((len(rows) - 1, (problem.answer, completion.text, completion.finish_reason)))
         labels = self.answers.label_many([item for _, item in to_label])
@@ -145,7 +155,16 @@ class SampleStage(StageBlock):
             "prompt_tokens": int(rollouts.drop_duplicates("problem_id")["prompt_tokens"].fillna(0).sum()),
             "completion_tokens": int(rollouts["completion_tokens"].fillna(0).sum()),
             "tokens_per_second_this_run": round(self.totals["completion_tokens"] / seconds, 2) if seconds else None,
-        }
+        } | calculator_stats(rollouts)
+
+
+def calculator_stats(table: pd.DataFrame) -> dict[str, Any]:
+    """``{"calculator": {calls, changed, rows_changed, rows}}`` over a table with calculator columns ({} when no
+    row used the calculator)."""
+    if "calculator_calls" not in table.columns:
+        return {}
+    summary = calculator_summary(list(table["calculator_calls"]), list(table["calculator_changed"]))
+    return {} if summary is None else {"calculator": summary}
 
 
 def rollout_counts(rollouts: pd.DataFrame) -> dict[str, int]:

@@ -44,7 +44,11 @@ from stepdata.pairs import make_pair, prompt_messages_of
 from stepdata.pipeline.continuer import Continued, Prefix
 from stepdata.pipeline.lineage import prompt_mismatch
 from stepdata.pipeline.pairing import PairStage, attempt_row, attempts_frame
-from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
+from stepdata.pipeline.sample import (
+    ANSWER_TIMEOUT_HELP,
+    LAST_NUMBER_HELP,
+    calculator_setting,
+)
 from stepdata.pipeline.verify import ChosenStep, UnitChecks, VerifySettings
 from stepdata.prompts import load_prompt
 from stepdata.settings import check_settings, setting
@@ -90,6 +94,7 @@ class SynthesizeConfig(VerifySettings):
     schedule: tuple[float, ...] = setting((), "Per-step temperatures, e.g. '1.1,1.2,1.3,1.4' (overrides "
                                               "--temperature-start/-step/-max).", minimum=0)
     last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
+    calculator: bool = calculator_setting()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -116,6 +121,7 @@ class _Branch:
     done: bool = False
     dropped: str | None = None
     tokens: int = 0
+    completions: list[Any] = field(default_factory=list)  # its steps as generated (calculator counts)
 
 
 class SynthesizeStage(PairStage):
@@ -155,7 +161,8 @@ class SynthesizeStage(PairStage):
 
     def _sampling(self, level: int, n: int) -> SamplingConfig:
         return SamplingConfig(n=n, temperature=self.config.temperature(level), top_p=self.config.top_p,
-                              max_tokens=self.config.max_step_tokens, stop=(STEP_STOP,), seed=self.config.seed)
+                              max_tokens=self.config.max_step_tokens, stop=(STEP_STOP,), seed=self.config.seed,
+                              calculator=self.config.calculator)
 
     def process(self, units: pd.DataFrame) -> pd.DataFrame:
         records = units.to_dict("records")
@@ -190,7 +197,7 @@ class SynthesizeStage(PairStage):
             if index in errors:
                 out[row["unit_id"]] = attempt_row(row["unit_id"], row["problem_id"], self.name, None,
                                                   candidates=len(mine), generated_tokens=sum(b.tokens for b in mine),
-                                                  error=errors[index])
+                                                  error=errors[index], calculator=_calculator(mine))
                 continue
             drafts[row["unit_id"]] = self._draft(row, mine)
         # every chosen step of the batch goes to the verifier at once
@@ -241,6 +248,7 @@ class SynthesizeStage(PairStage):
         for branch, completion in zip(branches, result.completions):
             branch.tokens += completion.completion_tokens if completion.completion_tokens is not None else share
             branch.text += completion.text
+            branch.completions.append(completion)
             ended = self._why_ended(completion)
             if ended == STOP_LENGTH:
                 branch.done, branch.dropped = True, "unfinished"
@@ -321,7 +329,7 @@ class SynthesizeStage(PairStage):
         if checks.error is not None:  # the verifier failed: the unit is redone on resume
             return attempt_row(row["unit_id"], row["problem_id"], self.name, None, candidates=len(branches),
                                generated_tokens=tokens, error=checks.error, detail=checks.describe(),
-                               **checks.columns())
+                               calculator=_calculator(branches), **checks.columns())
         pairs = []
         for i in checks.kept:
             candidate = draft.candidates[i]
@@ -331,7 +339,8 @@ class SynthesizeStage(PairStage):
                                    chosen_verified=checks.verified(i),
                                    sampling={"schedule": [self.config.temperature(i) for i in range(4)],
                                              "top_p": self.config.top_p, "rounds": self.config.rounds,
-                                             "seed": self.config.seed}))
+                                             "seed": self.config.seed} | (
+                                       {"calculator": True} if self.config.calculator else {})))
         wrong_completion = row.get("wrong_completion")
         if self.config.dpo_pairs and isinstance(wrong_completion, str) and wrong_completion.strip():
             pairs.append(make_pair(**common, prefix_steps=[], chosen=join_steps(steps), rejected=wrong_completion,
@@ -349,7 +358,14 @@ class SynthesizeStage(PairStage):
                                          else "no_usable_negative")
         return attempt_row(row["unit_id"], row["problem_id"], self.name, outcome, detail=detail,
                            candidates=len(branches), accepted=accepted, pairs=pairs, generated_tokens=tokens,
-                           unfinished=unfinished, **checks.columns())
+                           unfinished=unfinished, calculator=_calculator(branches), **checks.columns())
+
+
+def _calculator(branches: list[_Branch]) -> tuple[int | None, int | None]:
+    """Calculator decoding's calls and changes over every step the branches generated ((None, None): off)."""
+    from stepdata.generation.calculator_decoding import calculator_counts
+
+    return calculator_counts([c for b in branches for c in b.completions])
 
 
 @dataclass

@@ -8,7 +8,11 @@ from typing import Any
 
 from stepdata.answers import AnswerPolicy
 from stepdata.generation import SamplingConfig
-from stepdata.pipeline.sample import ANSWER_TIMEOUT_HELP, LAST_NUMBER_HELP
+from stepdata.pipeline.sample import (
+    ANSWER_TIMEOUT_HELP,
+    LAST_NUMBER_HELP,
+    calculator_setting,
+)
 from stepdata.settings import SettingError, check_settings, options_mapping, setting
 
 STRATEGIES = ("greedy", "sample", "best-of-n", "stepco")
@@ -68,6 +72,7 @@ class SolveConfig:
                               choices=("auto", "markers", "paragraphs", "lines"))
     answer_timeout: float = setting(5.0, ANSWER_TIMEOUT_HELP, minimum=0, min_open=True)
     last_number_fallback: bool = setting(False, LAST_NUMBER_HELP)
+    calculator: bool = calculator_setting()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verifier_options", options_mapping(self.verifier_options, "verifier_options"))
@@ -127,4 +132,4 @@ class SolveConfig:
         """The policy's sampling: greedy for ``greedy``, else the configured temperature; ``n`` samples."""
         temperature = 0.0 if self.strategy == "greedy" else self.temperature
         return SamplingConfig(n=n, temperature=temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                              seed=self.seed)
+                              seed=self.seed, calculator=self.calculator)

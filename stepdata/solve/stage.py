@@ -42,11 +42,15 @@ class _Try:
     correct: bool | None = None
     label_error: str | None = None
     verdict: Verdict | None = None
+    calculator: tuple[int | None, int | None] = (None, None)  # calculator decoding's calls and changes
 
     def record(self, index: int) -> dict[str, Any]:
+        calculator = {} if self.calculator[0] is None else {
+            "calculator_calls": self.calculator[0], "calculator_changed": self.calculator[1]}
         return {"attempt": index, "revised_from": self.revised_from, "completion": self.completion,
                 "answer": self.answer, "correct": self.correct, "finish_reason": self.finish_reason,
-                "policy_tokens": self.tokens, "verdict": None if self.verdict is None else self.verdict.record()}
+                "policy_tokens": self.tokens, **calculator,
+                "verdict": None if self.verdict is None else self.verdict.record()}
 
 
 @dataclass
@@ -68,6 +72,10 @@ class _Problem:
     @property
     def last(self) -> _Try:
         return self.tries[-1]
+
+
+def _calculator(completion: Any) -> tuple[int | None, int | None]:
+    return completion.calculator_calls, completion.calculator_changed
 
 
 def describe_score(verdict: Verdict) -> str:
@@ -176,7 +184,7 @@ class SolveStage(StageBlock):
             for completion in result.completions:
                 tokens = completion.completion_tokens if completion.completion_tokens is not None else share
                 state.tries.append(_Try(completion.text, split_steps(completion.text, self.config.split_mode),
-                                        completion.finish_reason, tokens))
+                                        completion.finish_reason, tokens, calculator=_calculator(completion)))
         self._label([(s, t) for s in states if not s.done for t in s.tries])
 
     def _label(self, items: list[tuple[_Problem, _Try]], texts: list[str] | None = None) -> None:
@@ -246,7 +254,8 @@ class SolveStage(StageBlock):
                 kept = list(state.last.steps[:k])
                 made.append((state, _Try(join_steps(kept) + completion.text,
                                          kept + split_steps(completion.text, config.split_mode),
-                                         completion.finish_reason, result.tokens, revised_from=k), completion.text))
+                                         completion.finish_reason, result.tokens, revised_from=k,
+                                         calculator=_calculator(completion)), completion.text))
         else:
             assert self.revise_template is not None
             requests = [GenerationRequest.chat(f"{s.problem_id}:rev{iteration}", self.revise_template.render(
@@ -261,8 +270,8 @@ class SolveStage(StageBlock):
                 kept = list(state.last.steps[:k])
                 written = ("" if k == 0 else f"Step {k + 1}:") + completion.text
                 made.append((state, _Try(join_steps(kept) + written, kept + split_steps(written, config.split_mode),
-                                         completion.finish_reason, result.completion_tokens_total, revised_from=k),
-                             completion.text))
+                                         completion.finish_reason, result.completion_tokens_total, revised_from=k,
+                                         calculator=_calculator(completion)), completion.text))
         for state, attempt, _ in made:
             state.tries.append(attempt)
         self._label([(s, t) for s, t, _ in made], [text for _, _, text in made])
@@ -284,6 +293,9 @@ class SolveStage(StageBlock):
             "answer": None, "correct": None, "completion": None, "stop_reason": None,
             "answer_verifier": None, "correct_verifier": None, "answer_majority": None, "correct_majority": None,
         }
+        used = [t.calculator for t in state.tries if t.calculator[0] is not None]
+        row["calculator_calls"] = sum(c[0] for c in used) if used else None
+        row["calculator_changed"] = sum(c[1] or 0 for c in used) if used else None
         label_error = next((t.label_error for t in state.tries if t.label_error), None)
         if state.error is None and label_error is not None:
             row["error"] = state.error = label_error

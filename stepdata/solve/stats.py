@@ -44,6 +44,12 @@ def solve_stats(rows: pd.DataFrame) -> dict[str, Any]:
                              "tokens_per_problem": {"policy": round(float(policy.mean()), 1),
                                                     "verifier": round(float(verifier.mean()), 1),
                                                     "total": round(float((policy + verifier).mean()), 1)}}
+    if "calculator_calls" in rows.columns:
+        from stepdata.generation.calculator_decoding import calculator_summary
+
+        summary = calculator_summary(list(rows["calculator_calls"]), list(rows["calculator_changed"]))
+        if summary is not None:
+            stats["calculator"] = summary
     for selection in ("verifier", "majority"):
         column = rows[f"correct_{selection}"]
         if column.notna().any() or rows[f"answer_{selection}"].notna().any():
