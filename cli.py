@@ -17,6 +17,7 @@ from stepdata.commands import (
     bench,
     data,
     evaluate,
+    experiment,
     export,
     models,
     pairs,
@@ -76,6 +77,7 @@ for command in (
     train.train_cmd,
     *stages.COMMANDS,
     *recipes.COMMANDS,
+    *experiment.COMMANDS,
 ):
     main.add_command(command)
 
