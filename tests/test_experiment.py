@@ -62,6 +62,9 @@ def test_the_shipped_recipe_is_an_experiment_recipe_not_a_pipeline():
         load_recipe("experiment")
     with pytest.raises(ValueError, match="unknown setting"):
         load_experiment("experiment", {"stepz": 3})
+    # --set values arrive as YAML scalars: one seed is a list of one, an empty list is none
+    config, _ = load_experiment("experiment", {"seeds": 0, "arms": "dpo,stepdpo", "maj_sets": ""}, budget="small")
+    assert config.seeds == (0,) and config.arms == ("dpo", "stepdpo") and config.maj_sets == ()
 
 
 @pytest.fixture(scope="module")

@@ -46,19 +46,25 @@ def _log(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [entry for stage in report.get("stages") or [] for entry in stage.get("log") or []]
 
 
-def training_diagnostics(report: dict[str, Any]) -> dict[str, Any]:
-    """What a DPO training did, from its train_report.json: the chosen-over-rejected margin (as TRL logs it,
-    beta times the log-ratio margin, and divided by beta so arms with other betas compare), reward accuracy,
-    and how far the policy moved from the reference on the training pairs (the mean log-ratio of chosen and of
-    rejected sides: a drift measured on the pairs, not a KL under the policy's own samples), over the last
-    quarter of the steps."""
-    log = _log(report)
-    hyper = report.get("hyperparameters") or {}
+def _data(report: dict[str, Any]) -> dict[str, Any]:
+    if report.get("data"):
+        return report["data"]
+    stages = [s["data"] for s in report.get("stages") or [] if s.get("data")]
+    return {"rows_out": sum(d["rows_out"] for d in stages), "dropped": sum(d["dropped"] for d in stages)}
+
+
+def training_diagnostics(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a DPO training did, from its train_report.json (several: sDPO's stages are in one, DPO-ST's
+    iterations are one each): the chosen-over-rejected margin (as TRL logs it, beta times the log-ratio margin,
+    and divided by beta so arms with other betas compare), reward accuracy, and how far the policy moved from
+    the reference on the training pairs (the mean log-ratio of chosen and of rejected sides: a drift measured
+    on the pairs, not a KL under the policy's own samples), over the last quarter of the steps."""
+    log = [entry for report in reports for entry in _log(report)]
+    hyper = (reports[-1].get("hyperparameters") or {}) if reports else {}
     beta = hyper.get("beta") or None
-    data = report.get("data") or {}
-    if not data and report.get("stages"):
-        data = {"rows_in": sum(s["data"]["rows_in"] for s in report["stages"]),
-                "rows_out": sum(s["data"]["rows_out"] for s in report["stages"])}
+    datas = [_data(report) for report in reports]
+    data = {"rows_out": sum(d.get("rows_out") or 0 for d in datas) or None,  # over sDPO's stages, DPO-ST's iterations
+            "dropped": sum(d.get("dropped") or 0 for d in datas)}
     steps = len(log)
     tail = log[-max(1, steps // 4):] if log else []
 
@@ -79,7 +85,7 @@ def training_diagnostics(report: dict[str, Any]) -> dict[str, Any]:
         "reward_accuracy": mean("rewards/accuracies"),
         "logratio_chosen": round(chosen / beta, 5) if chosen is not None and beta else None,
         "logratio_rejected": round(rejected / beta, 5) if rejected is not None and beta else None,
-        "seconds": report.get("seconds"),
+        "seconds": round(sum(report.get("seconds") or 0 for report in reports), 1),
         "margins_per_beta": [round(e["rewards/margins"] / beta, 5) if beta and "rewards/margins" in e else None
                              for e in log],
     }
@@ -95,7 +101,7 @@ def first_error_buckets(rows: pd.DataFrame, problems: pd.DataFrame) -> pd.Series
     first = rows.assign(problem_id=rows["problem_id"].astype(str)).sort_values("sample").drop_duplicates("problem_id")
     buckets = {}
     for row in first.itertuples():
-        if row.correct is True or (pd.notna(row.correct) and bool(row.correct)):
+        if pd.notna(row.correct) and bool(row.correct):
             buckets[row.problem_id] = "right"
             continue
         text = row.completion if isinstance(row.completion, str) else ""
@@ -165,9 +171,9 @@ def analyze(out: Path, plan: dict[str, Any]) -> dict[str, Any]:
             continue
         entry = {"arm": model["arm"], "seed": model["seed"], "status": model.get("status"),
                  "chosen_confirmed": model.get("chosen_confirmed"), "pairs_in_file": model.get("pairs_in_file")}
-        report_path = Path(model["path"]) / "train_report.json" if model.get("path") else None
-        if report_path is not None and report_path.exists():
-            entry |= training_diagnostics(json.loads(report_path.read_text()))
+        reports = [json.loads(Path(path).read_text()) for path in model.get("reports") or [] if Path(path).exists()]
+        if reports:
+            entry |= training_diagnostics(reports)
         diagnostics.append(entry)
 
     by_first_error: dict[str, Any] = {}

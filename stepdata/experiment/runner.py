@@ -119,9 +119,14 @@ def plan_of(config: ExperimentConfig, out: Path, data: dict[str, Any], sets: dic
     for arm in config.arms:
         info = (data.get("arm_pairs") or {}).get(ARMS[arm].pairs) or {}
         for seed in config.seeds_of(arm):
-            record = read_record(out / "arms" / arm / f"seed{seed}" / "train.json")
+            unit = out / "arms" / arm / f"seed{seed}"
+            record = read_record(unit / "train.json")
             result = record["result"] if record else {}
+            # the DPO trainings' reports: the arm's model, or DPO-ST's DPO step of every iteration
+            reports = (sorted((unit / "selftrain").glob("iter*/model-dpo/train_report.json")) if ARMS[arm].selftrain
+                       else [Path(result["model"]) / "train_report.json"] if result.get("model") else [])
             models.append({"id": f"{arm}-seed{seed}", "arm": arm, "seed": seed, "path": result.get("model"),
+                           "reports": [str(p) for p in reports],
                            "status": result.get("status", "not trained yet"),
                            "chosen_confirmed": info.get("chosen_confirmed"), "pairs_in_file": info.get("pairs")})
     return {"arms": list(config.arms), "eval_sets": sets, "models": models, "bootstrap": config.bootstrap}
