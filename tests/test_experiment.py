@@ -153,5 +153,5 @@ def test_small_budget_end_to_end_killed_and_resumed(tmp_path, memorizing_policy)
 
     changed = subprocess.run(_command(out, memorizing_policy, "learning_rate=1e-5"), cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
-    assert changed.returncode == 1 and "learning_rate: 2e-06 -> 1e-05" in changed.stderr
+    assert changed.returncode == 1 and "learning_rate: 5e-06 -> 1e-05" in changed.stderr
     assert "dpo seed 0" in changed.stderr and record.read_bytes() == trained

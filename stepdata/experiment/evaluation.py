@@ -58,10 +58,12 @@ def evaluate_model_sets(config: ExperimentConfig, model_id: str, model_path: str
         echo(f"eval {model_id}: every set finished already")
         return records
     folder.mkdir(parents=True, exist_ok=True)
+    loading = time.monotonic()
     engine = EngineConfig(backend=config.backend, model=model_path,
                           engine_options=tuple(config.engine_options)).build()
+    load_seconds = round(time.monotonic() - loading, 1)  # counted in the first set's record
     try:
-        for name, path, settings in todo:
+        for index, (name, path, settings) in enumerate(todo):
             started = time.monotonic()
             problems = read_table(path, kind="problems")
             greedy = evaluate_model(engine, problems, data=name, sampling=SamplingConfig(
@@ -75,7 +77,8 @@ def evaluate_model_sets(config: ExperimentConfig, model_id: str, model_path: str
                 result["maj"] = _summary(sampled)
                 result["maj_rows"] = f"{unit_name(model_id, name)}.maj.parquet"
                 _write_rows(sampled.rows, folder / result["maj_rows"])
-            result["seconds"] = round(time.monotonic() - started, 1)
+            result["seconds"] = round(time.monotonic() - started + (load_seconds if index == 0 else 0), 1)
+            result["engine_load_seconds"] = load_seconds if index == 0 else 0.0
             records[name] = write_record(folder / f"{unit_name(model_id, name)}.json", settings, result)
             maj = f", maj@{settings['maj_k']} {result['maj']['maj_at_n']:.1%}" if "maj" in result else ""
             echo(f"eval {model_id} on {name}: greedy {greedy.accuracy:.1%} of {greedy.problems}{maj} "
