@@ -32,7 +32,8 @@ def test_settings_are_refused_naming_them():
     small = ExperimentConfig(budget="small")
     assert small.steps == 2 and small.eval_sets == ("embedded", "embedded-long")  # sizes from the budget
     assert ExperimentConfig(budget="small", steps=5).steps == 5  # a size given wins over the budget
-    assert small.seeds_of("stepdpo") == small.seeds and small.seeds_of("sdpo") == small.seeds[:1]
+    seeded = ExperimentConfig(budget="small", seeds=(3, 5))
+    assert seeded.seeds_of("stepdpo") == (3, 5) and seeded.seeds_of("sdpo") == (3,)  # main arms: every seed
 
 
 def test_an_unknown_eval_set_or_a_missing_file_is_named_before_any_work():
@@ -63,8 +64,8 @@ def test_the_shipped_recipe_is_an_experiment_recipe_not_a_pipeline():
     with pytest.raises(ValueError, match="unknown setting"):
         load_experiment("experiment", {"stepz": 3})
     # --set values arrive as YAML scalars: one seed is a list of one, an empty list is none
-    config, _ = load_experiment("experiment", {"seeds": 0, "arms": "dpo,stepdpo", "maj_sets": ""}, budget="small")
-    assert config.seeds == (0,) and config.arms == ("dpo", "stepdpo") and config.maj_sets == ()
+    config, _ = load_experiment("experiment", {"seeds": 7, "arms": "dpo,stepdpo", "maj_sets": ""}, budget="small")
+    assert config.seeds == (7,) and config.arms == ("dpo", "stepdpo") and config.maj_sets == ()
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,8 @@ def memorizing_policy(tmp_path_factory, tiny_model_dir) -> Path:
 
 
 PROBLEMS = 8
-SIZES = ["problems=8", "samples=4", "rectify_samples=2", "rectify_per_problem=1", "synth_rounds=1", "max_tokens=80",
-         "batch_size=2", "eval_problems=3", "eval_max_tokens=24", "maj_k=2", "bootstrap=200"]
+SIZES = ["seeds=0,1", "problems=8", "samples=4", "rectify_samples=2", "rectify_per_problem=1", "synth_rounds=1",
+         "max_tokens=80", "batch_size=2", "eval_problems=3", "eval_max_tokens=24", "maj_k=2", "bootstrap=200"]
 
 
 def _command(out: Path, policy: Path, *more: str) -> list[str]:

@@ -265,7 +265,8 @@ def _diagnostics_html(analysis: dict[str, Any]) -> str:
     for d in analysis["diagnostics"]:
         confirmed = d.get("chosen_confirmed") or {}
         share = confirmed.get("share")
-        right = "n/a (whole solutions)" if d["arm"] in ("dpo", "sdpo") else (
+        whole = ARMS[d["arm"]].kinds == ("dpo",) or ARMS[d["arm"]].selftrain
+        right = "n/a (whole solutions)" if whole else (
             "n/a" if share is None else f"{100 * share:.0f}% of {confirmed.get('of')}")
 
         def num(key: str, spec: str = ".3g") -> str:
