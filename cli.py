@@ -19,6 +19,7 @@ from stepdata.commands import (
     bench,
     data,
     evaluate,
+    experiment,
     export,
     models,
     pairs,
@@ -81,6 +82,7 @@ for command in (
     train.train_cmd,
     *stages.COMMANDS,
     *recipes.COMMANDS,
+    *experiment.COMMANDS,
 ):
     main.add_command(command)
 

@@ -129,6 +129,8 @@ def load_recipe(name_or_path: str, overrides: Mapping[str, Any] | None = None) -
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"{name_or_path}: not valid YAML ({exc})") from None
+    if isinstance(data, dict) and "experiment" in data:
+        raise RecipeError(f"{name_or_path} is an experiment recipe: run it with `stepdata experiment {name_or_path}`")
     unknown = sorted(set(data) - {"vars", "out", "engine", "steps", "summary", "executor", "ray"})
     if unknown:
         raise RecipeError(f"{name_or_path}: unknown top-level key(s) {unknown}")

@@ -152,6 +152,8 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         return coerce(value, args[0], where)
     if origin is tuple:
         items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, (int, float)) and not isinstance(items, bool):
+            items = [items]  # one number for a list of numbers (`--set seeds=0` reads 0 as a number)
         if not isinstance(items, (list, tuple)):
             raise ValueError(f"{where}: expected a list, got {value!r}")
         inner = args[0] if args else str

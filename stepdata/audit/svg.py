@@ -26,6 +26,160 @@ def _ticks(top: int, count: int = 4) -> list[int]:
     return list(range(0, math.ceil(top / step) * step + 1, step))
 
 
+PALETTE = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a", "#1b7c83", "#953800")
+
+
+def _float_ticks(low: float, high: float, count: int = 4) -> list[float]:
+    """Round tick values (steps of 1, 2, 5 x 10^k) covering [low, high], which may be negative or fractional."""
+    if high <= low:
+        high = low + 1.0
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(f * magnitude for f in (1, 2, 5, 10) if f * magnitude >= raw)
+    first = math.floor(low / step + 1e-9)
+    last = math.ceil(high / step - 1e-9)
+    return [round(i * step, 10) for i in range(first, last + 1)]
+
+
+def _tick_text(value: float) -> str:
+    return f"{value:g}"
+
+
+def _frame(title: str) -> list[str]:
+    return [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+             f'aria-label="{escape(title)}" class="sd-chart">'),
+            (f'<text x="{WIDTH / 2:.0f}" y="16" text-anchor="middle" font-size="13" font-weight="600" '
+             f'fill="#1f2328">{escape(title)}</text>')]
+
+
+def _no_data(parts: list[str]) -> str:
+    parts.append(f'<text x="{WIDTH / 2:.0f}" y="{HEIGHT / 2:.0f}" text-anchor="middle" font-size="12" '
+                 f'fill="#8c959f">no data</text></svg>')
+    return "".join(parts)
+
+
+def _y_axis(parts: list[str], ticks: list[float], py: object, x0: float, plot_w: float, y_label: str,
+            y0: float, plot_h: float) -> None:
+    for t in ticks:
+        y = py(t)  # type: ignore[operator]
+        parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
+                     f'stroke="{"#afb8c1" if t == 0 else "#eaeef2"}"/>'
+                     f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10" '
+                     f'fill="#5d6770">{escape(_tick_text(t))}</text>')
+    parts.append(f'<text x="12" y="{y0 - plot_h / 2:.0f}" text-anchor="middle" font-size="11" fill="#5d6770" '
+                 f'transform="rotate(-90 12 {y0 - plot_h / 2:.0f})">{escape(y_label)}</text>')
+
+
+def interval_chart(title: str, labels: Sequence[str],
+                   series: Sequence[tuple[str, str, Sequence[tuple[float, float, float] | None]]],
+                   x_label: str, y_label: str) -> str:
+    """Points with interval bars over categories (an accuracy and its 95% interval per arm, per set).
+
+    ``series`` holds (name, colour, one (value, low, high) or None per label); several series sit
+    side by side within a category. Each point's ``<title>`` gives its exact values.
+    """
+    parts = _frame(title)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    x0, y0 = LEFT, TOP + plot_h
+    values = [v for _, _, points in series for v in points if v is not None]
+    if not labels or not values:
+        return _no_data(parts)
+    ticks = _float_ticks(min(0.0, min(v[1] for v in values)), max(v[2] for v in values))
+
+    def py(value: float) -> float:
+        return y0 - plot_h * (value - ticks[0]) / (ticks[-1] - ticks[0])
+
+    _y_axis(parts, ticks, py, x0, plot_w, y_label, y0, plot_h)
+    slot = plot_w / len(labels)
+    width = slot * 0.8 / len(series)
+    for j, (name, colour, points) in enumerate(series):
+        for i, point in enumerate(points):
+            if point is None:
+                continue
+            value, low, high = point
+            cx = x0 + i * slot + slot * 0.1 + (j + 0.5) * width
+            parts.append(f'<g><title>{escape(name)}, {escape(labels[i])}: {_tick_text(round(value, 4))} '
+                         f'({_tick_text(round(low, 4))} to {_tick_text(round(high, 4))})</title>'
+                         f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{py(low):.1f}" y2="{py(high):.1f}" '
+                         f'stroke="{escape(colour)}" stroke-width="1.5"/>'
+                         f'<circle cx="{cx:.1f}" cy="{py(value):.1f}" r="3" fill="{escape(colour)}"/></g>')
+    every = max(1, math.ceil(len(labels) / 12))
+    for i, label in enumerate(labels):
+        if i % every:
+            continue
+        cx = x0 + (i + 0.5) * slot
+        parts.append(f'<text x="{cx:.1f}" y="{y0 + 12}" text-anchor="end" font-size="10" fill="#1f2328" '
+                     f'transform="rotate(-35 {cx:.1f} {y0 + 12})">{escape(label)}</text>')
+    parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y0}" y2="{y0}" stroke="#1f2328"/>')
+    parts.append(f'<text x="{x0 + plot_w / 2:.0f}" y="{HEIGHT - 4}" text-anchor="middle" font-size="11" '
+                 f'fill="#5d6770">{escape(x_label)}</text>')
+    _legend(parts, [(name, colour) for name, colour, _ in series], x0 + plot_w)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _legend(parts: list[str], entries: Sequence[tuple[str, str]], right: float) -> None:
+    """Names and colours along the top (two to four entries; a page shows a longer legend itself)."""
+    if not 2 <= len(entries) <= 4:
+        return
+    lx, ly = right, TOP - 8
+    for name, colour in reversed(entries):
+        lx -= 8 + 6 * len(name) + 12
+        parts.append(f'<rect x="{lx:.0f}" y="{ly - 8}" width="9" height="9" fill="{escape(colour)}"/>'
+                     f'<text x="{lx + 12:.0f}" y="{ly}" font-size="9" fill="#1f2328">{escape(name)}</text>')
+
+
+def line_chart(title: str, x_values: Sequence[float],
+               series: Sequence[tuple[str, str, Sequence[float | None]]], x_label: str, y_label: str) -> str:
+    """Lines over a numeric x (a value per optimizer step, per arm); a None leaves a gap in its line.
+
+    ``series`` holds (name, colour, one y per x). The y axis spans the data (0 included), so a
+    margin that goes negative is drawn below the zero line, which is marked.
+    """
+    parts = _frame(title)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    x0, y0 = LEFT, TOP + plot_h
+    ys = [y for _, _, values in series for y in values if y is not None and math.isfinite(y)]
+    if not x_values or not ys:
+        return _no_data(parts)
+    ticks = _float_ticks(min(0.0, min(ys)), max(0.0, max(ys)))
+    x_low, x_high = min(x_values), max(x_values)
+    x_span = (x_high - x_low) or 1.0
+
+    def px(value: float) -> float:
+        return x0 + plot_w * (value - x_low) / x_span
+
+    def py(value: float) -> float:
+        return y0 - plot_h * (value - ticks[0]) / (ticks[-1] - ticks[0])
+
+    _y_axis(parts, ticks, py, x0, plot_w, y_label, y0, plot_h)
+    for t in _float_ticks(x_low, x_high):
+        if x_low <= t <= x_high:
+            parts.append(f'<text x="{px(t):.1f}" y="{y0 + 13}" text-anchor="middle" font-size="10" '
+                         f'fill="#5d6770">{escape(_tick_text(t))}</text>')
+    for name, colour, values in series:
+        runs: list[list[str]] = [[]]
+        for x, y in zip(x_values, values):
+            if y is None or not math.isfinite(y):
+                runs.append([])
+                continue
+            runs[-1].append(f"{px(x):.1f},{py(y):.1f}")
+        for run in runs:
+            if len(run) > 1:
+                parts.append(f'<polyline points="{" ".join(run)}" fill="none" stroke="{escape(colour)}" '
+                             f'stroke-width="1.5"><title>{escape(name)}</title></polyline>')
+            elif run:
+                x, y = run[0].split(",")
+                parts.append(f'<circle cx="{x}" cy="{y}" r="2" fill="{escape(colour)}">'
+                             f'<title>{escape(name)}</title></circle>')
+    parts.append(f'<line x1="{x0}" x2="{x0}" y1="{TOP}" y2="{y0}" stroke="#1f2328"/>')
+    parts.append(f'<text x="{x0 + plot_w / 2:.0f}" y="{HEIGHT - 22}" text-anchor="middle" font-size="11" '
+                 f'fill="#5d6770">{escape(x_label)}</text>')
+    _legend(parts, [(name, colour) for name, colour, _ in series], x0 + plot_w)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def bar_chart(
     title: str,
     labels: Sequence[str],
