@@ -20,8 +20,7 @@ most 1.3x the time). Every part is resumable: the self-training runs by their ma
 evaluation by its JSON file in ``OUT/eval`` (a resumed evaluation keeps the timings of the run
 that made it).
 
-A data set name this stepdata does not know (``asdiv`` before its loader exists), or ``--calculator
-on|both`` before calculator decoding exists, is refused before anything is trained.
+A data set name this stepdata does not know is refused before anything is trained.
 
     python benchmarks/dpo_st.py [--model DIR] [--backend auto] [--train-data embedded:128] [--iterations 2]
         [--eval embedded,gsm8k,multiarith,asdiv,svamp] [--eval-problems 200] [--calculator both]
@@ -57,18 +56,8 @@ def check_eval_names(names: list[str]) -> None:
 
 
 def decodings(choice: str) -> list[bool]:
-    """The calculator settings to score with (False: plain decoding); refuses one stepdata cannot do yet."""
-    chosen = {"off": [False], "on": [True], "both": [False, True]}[choice]
-    if True in chosen:
-        from stepdata.evaluate import evaluate_model
-        from stepdata.selftrain import calculator_setting
-        from stepdata.settings import SettingError
-
-        try:
-            calculator_setting(True, evaluate_model, "evaluation (stepdata.evaluate.evaluate_model)")
-        except SettingError as exc:
-            raise SystemExit(f"--calculator {choice}: {exc}; use --calculator off") from None
-    return chosen
+    """The calculator settings to score with (False: plain decoding)."""
+    return {"off": [False], "on": [True], "both": [False, True]}[choice]
 
 
 def self_train(args: argparse.Namespace, model: str, method: str, warmup_model: str | None) -> dict[str, Any]:
@@ -96,12 +85,10 @@ def evaluate_all(args: argparse.Namespace, models: dict[str, str], sets: dict[st
     from stepdata.evaluate import evaluate_model
     from stepdata.generation import SamplingConfig, make_generator
     from stepdata.keyvalues import parse_key_values
-    from stepdata.selftrain import calculator_setting
     from stepdata.solve.stats import wilson_interval
 
     folder = Path(args.out) / "eval"
     folder.mkdir(parents=True, exist_ok=True)
-    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=args.max_tokens, seed=0)
     records = []
     for arm, model in models.items():
         todo = [(name, calc) for name in sets for calc in calculators
@@ -115,8 +102,9 @@ def evaluate_all(args: argparse.Namespace, models: dict[str, str], sets: dict[st
                     if not path.exists():
                         print(f"{arm} on {label} ({'calculator' if calc else 'plain'}) ...", file=sys.stderr,
                               flush=True)
-                        result = evaluate_model(generator, problems, data=label, sampling=greedy,
-                                                **calculator_setting(calc, evaluate_model, "evaluation"))
+                        greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=args.max_tokens, seed=0,
+                                                calculator=calc)
+                        result = evaluate_model(generator, problems, data=label, sampling=greedy)
                         record = {"arm": arm, "model": model, "data": name, "label": label, "calculator": calc,
                                   "problems": result.problems, "correct": result.correct,
                                   "accuracy": result.accuracy, "ci95": wilson_interval(result.correct, result.samples),
@@ -228,8 +216,6 @@ def main() -> None:
 
     check_eval_names(args.eval)
     calculators = decodings(args.calculator)
-    if args.train_calculator:
-        decodings("on")
     sets = {name: load_eval_problems(name, limit=args.eval_problems, n_problems=args.eval_problems,
                                      data_dir=args.data_dir) for name in args.eval}
     model = str(fetch_model(args.model)) if args.model in MODELS else args.model

@@ -170,11 +170,8 @@ def test_the_shipped_recipe_builds_a_selftrain_config():
     assert config.iterations == 2 and config.method == "dpo-st" and config.pairs_per_question == 3
 
 
-def test_calculator_is_refused_naming_the_option_while_no_stage_has_it(tmp_path):
-    from stepdata.pipeline.sample import SampleConfig
-
-    if "calculator" in SampleConfig.__dataclass_fields__:
-        pytest.skip("calculator decoding exists: it is passed through, not refused")
-    result = CliRunner().invoke(main, command(tmp_path, tmp_path / "run", "--calculator"))
-    assert result.exit_code == 2 and "--calculator" in result.output and "not available" in result.output
-    assert not (tmp_path / "run").exists()
+def test_calculator_reaches_every_sampling_of_the_loop_and_its_identity():
+    on, off = SelfTrainConfig(calculator=True), SelfTrainConfig()
+    assert on.sample_config(0).calculator and on.sample_config(1).sampling().calculator
+    assert not off.sample_config(0).calculator
+    assert on.identity()["calculator"] is True and off.identity()["calculator"] is False  # a changed setting

@@ -10,8 +10,7 @@ from stepdata.selftrain.config import (
     METHODS,
     SFT_INITS,
     SelfTrainConfig,
-    calculator_setting,
 )
 from stepdata.selftrain.runner import SelfTrainRun, run_selftrain
 
-__all__ = ["METHODS", "SFT_INITS", "SelfTrainConfig", "SelfTrainRun", "calculator_setting", "run_selftrain"]
+__all__ = ["METHODS", "SFT_INITS", "SelfTrainConfig", "SelfTrainRun", "run_selftrain"]

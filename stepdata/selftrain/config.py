@@ -8,7 +8,6 @@ says so. Where DPO-ST gives no value, the toolkit's own trainer defaults stand.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,32 +16,6 @@ from stepdata.settings import SettingError, check_settings, setting
 
 METHODS = ("dpo-st", "st")
 SFT_INITS = ("base", "last")
-
-
-def accepts(target: Any, name: str) -> bool:
-    """Whether ``target`` (a dataclass or a callable) takes a setting or keyword called ``name``."""
-    if dataclasses.is_dataclass(target):
-        return name in {f.name for f in dataclasses.fields(target)}
-    try:
-        parameters = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-
-
-def calculator_setting(enabled: bool, target: Any, what: str) -> dict[str, Any]:
-    """``{"calculator": True}`` for ``target`` when calculator decoding is asked for, ``{}`` when it is not.
-
-    Passing it only when set keeps every run without it unchanged (and its recorded config
-    too); a ``target`` without the setting is refused, naming it, rather than decoding
-    without the calculator that was asked for.
-    """
-    if not enabled:
-        return {}
-    if not accepts(target, "calculator"):
-        raise SettingError("calculator", f"calculator decoding is not available: {what} has no calculator setting "
-                                         "in this version of stepdata")
-    return {"calculator": True}
 
 
 @dataclass(frozen=True)
@@ -104,12 +77,6 @@ class SelfTrainConfig:
         if self.warmup_model is not None and not self.warmup:
             raise SettingError("warmup_model", "give either warmup_model (iteration 0's model) or no warm-up (the base "
                                                "model is iteration 0's), not both")
-        if self.calculator:
-            from stepdata.evaluate import evaluate_model
-            from stepdata.pipeline.sample import SampleConfig
-
-            calculator_setting(True, SampleConfig, "the sample stage (SampleConfig)")
-            calculator_setting(True, evaluate_model, "evaluation (stepdata.evaluate.evaluate_model)")
 
     def identity(self) -> dict[str, Any]:
         """The settings a run's outputs depend on: all but ``iterations``, which a finished run may raise."""
@@ -120,8 +87,7 @@ class SelfTrainConfig:
         from stepdata.pipeline.sample import SampleConfig
 
         return SampleConfig(template=self.template, n=self.samples, temperature=self.temperature, top_p=self.top_p,
-                            max_tokens=self.max_tokens, seed=self.seed + iteration,
-                            **calculator_setting(self.calculator, SampleConfig, "the sample stage (SampleConfig)"))
+                            max_tokens=self.max_tokens, seed=self.seed + iteration, calculator=self.calculator)
 
     def train_options(self, method: str) -> dict[str, Any]:
         """Overrides of the trainers' defaults for ``method`` (sft or dpo); None keeps a trainer's default."""

@@ -49,7 +49,7 @@ from stepdata.pipeline.lock import OutputLock
 from stepdata.pipeline.run import ConfigChanged, config_diff, table_fingerprint
 from stepdata.prompts import load_prompt
 from stepdata.secrets import scrub_object
-from stepdata.selftrain.config import SelfTrainConfig, calculator_setting
+from stepdata.selftrain.config import SelfTrainConfig
 from stepdata.selftrain.pseudo import pseudo_labels
 
 MANIFEST = "selftrain.json"
@@ -296,8 +296,8 @@ class SelfTrainRun:
             result = evaluate_model(
                 self.engines.handle(model).get(), self.eval_problems, template=self.config.template,
                 data=self.eval_label,
-                sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=self.config.max_tokens, seed=0),
-                **calculator_setting(self.config.calculator, evaluate_model, "evaluation"))
+                sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=self.config.max_tokens, seed=0,
+                                        calculator=self.config.calculator))
             record = {"model": str(model), "data": self.eval_label, "problems": result.problems,
                       "correct": result.correct, "accuracy": result.accuracy,
                       "ci95": wilson_interval(result.correct, result.samples), "errors": result.errors,

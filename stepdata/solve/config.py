@@ -42,17 +42,20 @@ class SolveConfig:
                                                       "read as YAML scalars; a recipe gives a mapping). Repeatable.",
                                                   cli="--verifier-option", multiple=True, metavar="KEY=VALUE")
     verifier_model: str | None = setting(None, "A separate engine for a model-based verifier (a judge, rollouts): "
-                                               "model folder or served model name (default: the policy's engine).")
+                                               "model folder or served model name (default: the policy's engine).",
+                                        omit_default=True)
     verifier_backend: str | None = setting(None, "The verifier engine's backend (default: openai with "
                                                  "--verifier-base-url, else the policy's).",
-                                           choices=("auto", "vllm", "openai", "hf"))
+                                           choices=("auto", "vllm", "openai", "hf"), omit_default=True)
     verifier_base_url: str | None = setting(None, "OpenAI-compatible server of the verifier engine (its key from "
-                                                  "$OPENAI_API_KEY or --verifier-engine-option api_key_env=NAME).")
-    verifier_tokenizer: str | None = setting(None, "Local tokenizer for the verifier engine's completions endpoint.")
+                                                  "$OPENAI_API_KEY or --verifier-engine-option api_key_env=NAME).",
+                                            omit_default=True)
+    verifier_tokenizer: str | None = setting(None, "Local tokenizer for the verifier engine's completions endpoint.",
+                                              omit_default=True)
     verifier_engine_options: tuple[str, ...] = setting((), "Passed to the verifier engine's backend, e.g. "
                                                            "dtype=float32 (JSON values). Repeatable.",
                                                        cli="--verifier-engine-option", multiple=True,
-                                                       metavar="KEY=VALUE")
+                                                       metavar="KEY=VALUE", omit_default=True)
     select: str = setting("both", "best-of-n: pick by the verifier's score, by majority vote of the answers, or "
                                   "both (the row's answer is the verifier's pick; both are recorded).",
                           choices=SELECTIONS)
