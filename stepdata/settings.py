@@ -117,9 +117,11 @@ def _scalar(text: str) -> Any:
 
 def options_mapping(value: Mapping[str, Any] | Iterable[str] | None, name: str) -> dict[str, Any]:
     """A mapping setting as a plain dict: a mapping (a recipe's, kept as YAML typed it) or ``KEY=VALUE`` items
-    (the command line's, each value read as a YAML scalar). Raises :class:`SettingError` naming ``name``."""
+    (the command line's, each value read as a YAML scalar; a single item may come as one string). Raises :class:`SettingError` naming ``name``."""
     if value is None:
         return {}
+    if isinstance(value, str) and "=" in value:  # one item (`--set options=key=value`)
+        value = [value]
     if isinstance(value, Mapping):
         items = list(value.items())
     elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):

@@ -16,7 +16,6 @@ from conftest import REPO, requires_train
 
 from cli import main
 from stepdata.experiment import ARM_NAMES, ExperimentConfig, load_experiment
-from stepdata.experiment.arms import dpo_st_available
 from stepdata.experiment.eval_sets import check_eval_sets
 from stepdata.recipe import RecipeError, load_recipe
 from stepdata.settings import SettingError
@@ -51,9 +50,9 @@ def test_the_command_refuses_an_experiment_that_cannot_start(tmp_path):
     assert done.exit_code == 1
     assert "unknown eval set 'svmap'" in done.output and "neither a model folder" in done.output
     assert not (tmp_path / "x").exists()  # nothing was started
-    if not dpo_st_available():  # the shipped recipe lists DPO-ST; without its loop the arm is refused by name
-        done = runner.invoke(main, ["experiment", "--plan", "--set", f"model={tmp_path}"])
-        assert done.exit_code == 1 and "arm dpo_st needs DPO-ST's self-training loop (stepdata.selftrain" in done.output
+    done = runner.invoke(main, ["experiment", "--plan", "--set", f"model={tmp_path}", "--set",
+                                "dpo_st_options=pairs_per_questoin=2"])
+    assert done.exit_code == 1 and "arm dpo_st: dpo_st_options ['pairs_per_questoin']" in done.output
 
 
 def test_the_shipped_recipe_is_an_experiment_recipe_not_a_pipeline():

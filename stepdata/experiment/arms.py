@@ -8,17 +8,12 @@ they ablate (out-of-distribution chosen steps against Step-DPO, the mix against
 Step-DPO alone).
 
 ``dpo_st`` is not a trainer call but DPO-ST's self-training loop
-(:mod:`stepdata.selftrain`, built apart): it is imported only when the arm runs,
-and a run that lists it where the module is missing is refused before anything
-starts (:func:`runnable`).
+(:mod:`stepdata.selftrain`), run with the experiment's budget.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-
-DPO_ST_MODULE = "stepdata.selftrain"
 
 
 @dataclass(frozen=True)
@@ -55,21 +50,3 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     Arm("dpo_st", "DPO-ST (2 self-training iterations)", "", "selftrain", compare_to=("dpo",),
         source="DPO-ST: DPO inside self-training beats SFT and self-training"),
 )}
-
-
-def dpo_st_available() -> bool:
-    """Whether DPO-ST's self-training loop is installed (``stepdata.selftrain``)."""
-    try:
-        return importlib.util.find_spec(DPO_ST_MODULE) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def runnable(names: tuple[str, ...]) -> list[str]:
-    """Why the arms ``names`` cannot run here (empty when all can): checked before any work starts."""
-    problems = []
-    if "dpo_st" in names and not dpo_st_available():
-        problems.append(f"arm dpo_st needs DPO-ST's self-training loop ({DPO_ST_MODULE}, `stepdata selftrain`), "
-                        "which this installation does not have; leave the arm out (--set arms=...) or install a "
-                        "stepdata that has it")
-    return problems

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stepdata.experiment.arms import ARMS, runnable
+from stepdata.experiment.arms import ARMS
 from stepdata.experiment.config import ExperimentConfig
 from stepdata.experiment.data import build_data, data_changes, start_model_id
 from stepdata.experiment.eval_sets import (
@@ -93,14 +93,14 @@ def check_experiment(config: ExperimentConfig) -> list[str]:
 
     from stepdata.models import MODELS
 
-    reasons = runnable(tuple(config.arms)) + check_eval_sets(config)
+    reasons = check_eval_sets(config)
     if config.model not in MODELS and not (Path(config.model) / "config.json").exists():
         reasons.append(f"model {config.model!r} is neither a model folder (with config.json) nor one of "
                        f"{sorted(MODELS)}; the default is the quickstart's warmed-up policy: run "
                        "`stepdata quickstart --out runs/quickstart` first, or give --set model=DIR")
     if "sdpo" in config.arms and config.steps < ARMS["sdpo"].stages:
         reasons.append(f"steps ({config.steps}) must be at least {ARMS['sdpo'].stages} for sdpo's stages")
-    if "dpo_st" in config.arms and not runnable(("dpo_st",)):
+    if "dpo_st" in config.arms:
         from stepdata.experiment.training import dpo_st_config
 
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from stepdata.experiment.arms import DPO_ST_MODULE, Arm
+from stepdata.experiment.arms import Arm
 from stepdata.experiment.config import ExperimentConfig
 from stepdata.experiment.units import finished, write_record
 
@@ -93,9 +93,8 @@ def dpo_st_config(config: ExperimentConfig, seed: int) -> Any:
     experiment's learning rate and, when set, beta; then ``dpo_st_options`` by name. Raises ValueError naming an
     option the loop does not have."""
     import dataclasses
-    import importlib
 
-    config_class = importlib.import_module(DPO_ST_MODULE).SelfTrainConfig
+    from stepdata.selftrain import SelfTrainConfig
     per_iteration = max(config.steps // DPO_ST_ITERATIONS, 1)
     wanted: dict[str, Any] = {
         "iterations": DPO_ST_ITERATIONS, "warmup": False, "seed": seed, "samples": config.samples,
@@ -103,28 +102,23 @@ def dpo_st_config(config: ExperimentConfig, seed: int) -> Any:
         "dpo_learning_rate": config.learning_rate, "dpo_max_steps": per_iteration, "sft_max_steps": per_iteration,
         **({"dpo_beta": config.beta} if config.beta is not None else {}),
     }
-    fields = {f.name for f in dataclasses.fields(config_class)}
+    fields = {f.name for f in dataclasses.fields(SelfTrainConfig)}
     unknown = sorted(set(config.dpo_st_options) - fields)
     if unknown:
-        raise ValueError(f"dpo_st_options {unknown}: not settings of {config_class.__name__} (it has "
-                         f"{sorted(fields)})")
-    return config_class(**{k: v for k, v in wanted.items() if k in fields} | dict(config.dpo_st_options))
+        raise ValueError(f"dpo_st_options {unknown}: not settings of SelfTrainConfig (it has {sorted(fields)})")
+    return SelfTrainConfig(**wanted | dict(config.dpo_st_options))
 
 
 def train_dpo_st(config: ExperimentConfig, seed: int, unit: Path, data: Path, policy_path: str,
                  echo: Callable[[str], None]) -> dict[str, Any]:
     """DPO-ST's arm: the self-training loop (``stepdata selftrain``) from the start policy on the training problems.
 
-    The loop is imported here, not at the top: it is a separate part of stepdata, and a run that lists this
-    arm without it is refused before it starts (:func:`stepdata.experiment.arms.runnable`). Its folder is
-    ``unit/selftrain`` (resumable on its own); the arm's model is the loop's final model.
+    Its folder is ``unit/selftrain`` (resumable on its own); the arm's model is the loop's final model.
     """
-    import importlib
-
     from stepdata.generation.engine_config import EngineConfig
     from stepdata.io import read_table
+    from stepdata.selftrain import run_selftrain as runner
 
-    runner = importlib.import_module(DPO_ST_MODULE).run_selftrain
     problems = read_table(data / "problems.parquet", kind="problems")
     engine = EngineConfig(backend=config.backend, engine_options=tuple(config.engine_options))
     manifest = runner(unit / "selftrain", policy_path, problems, dpo_st_config(config, seed), engine=engine,
