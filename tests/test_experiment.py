@@ -20,7 +20,7 @@ from stepdata.experiment.eval_sets import check_eval_sets
 from stepdata.recipe import RecipeError, load_recipe
 from stepdata.settings import SettingError
 
-ARMS = [arm for arm in ARM_NAMES if arm != "dpo_st"]  # DPO-ST's loop is another part of stepdata (tested there)
+ARMS = list(ARM_NAMES)  # every arm, DPO-ST's self-training loop included
 
 
 def test_settings_are_refused_naming_them():
@@ -138,6 +138,8 @@ def test_small_budget_end_to_end_killed_and_resumed(tmp_path, memorizing_policy)
     diagnostics = {(d["arm"], d["seed"]): d for d in card["diagnostics"]}
     assert diagnostics[("stepdpo", 0)]["optimizer_steps"] == 2 and diagnostics[("sdpo", 0)]["optimizer_steps"] == 2
     assert diagnostics[("stepdpo", 0)]["beta"] == 0.4 and diagnostics[("dpo", 0)]["beta"] == 0.1
+    loop = json.loads((out / "arms" / "dpo_st" / "seed0" / "selftrain" / "selftrain.json").read_text())
+    assert len(loop["iterations"]) == 2 and card["arms"]["dpo_st"]["seeds"]["0"]["status"] == "trained"
     assert card["by_first_error"]["embedded"]["buckets"] and card["timing"]["units_seconds"]["total"] > 0
 
     page = (out / "report.html").read_text()

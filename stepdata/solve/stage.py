@@ -154,6 +154,7 @@ class SolveStage(StageBlock):
             self._stepco(states, verifier)
         elif strategy == "best-of-n" and verifier is not None:
             self._verify([(s, t) for s in states if not s.done for t in s.tries], verifier)
+        self.count_tokens(sum(s.policy_tokens for s in states))  # the progress line's tok/s
         return pd.DataFrame([self._row(s) for s in states], columns=SOLVED.names)
 
     def _verifier_for(self, problems: pd.DataFrame) -> AttemptVerifier:
