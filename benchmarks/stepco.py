@@ -54,16 +54,21 @@ def runs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 
 
 def line(arm: str, accuracy: float | None, ci: Any, policy: float | None, verifier: float | None,
-         iterations: Any = "-", seconds: Any = "-", path_only: bool = False) -> dict[str, Any]:
+         iterations: Any = "-", seconds: Any = "-", path_only: bool = False,
+         by_problem: dict[str, bool] | None = None) -> dict[str, Any]:
+    """One table row; ``by_problem`` (problem id -> right) feeds the paired comparisons and is not printed."""
     total = None if policy is None else round(policy + (verifier or 0.0), 1)
     return {"arm": arm, "accuracy": accuracy, "ci95": ci, "policy_tokens": policy, "verifier_tokens": verifier,
-            "total_tokens": total, "mean_iterations": iterations, "seconds": seconds, "path_only": path_only}
+            "total_tokens": total, "mean_iterations": iterations, "seconds": seconds, "path_only": path_only,
+            "by_problem": by_problem}
 
 
-def solve_line(name: str, stats: dict[str, Any], seconds: float, path_only: bool = False) -> dict[str, Any]:
+def solve_line(name: str, stats: dict[str, Any], seconds: float, solved: Any,
+               path_only: bool = False) -> dict[str, Any]:
     tokens = stats.get("tokens_per_problem", {})
+    right = dict(zip(solved["problem_id"].astype(str), solved["correct"].fillna(False).astype(bool)))
     return line(name, stats.get("accuracy"), stats.get("ci95"), tokens.get("policy"), tokens.get("verifier"),
-                stats.get("mean_iterations"), round(seconds, 1), path_only)
+                stats.get("mean_iterations"), round(seconds, 1), path_only, right)
 
 
 def best_of_lines(solved: Any, problems: Any, args: argparse.Namespace, verifiers: list[str],
@@ -84,12 +89,12 @@ def best_of_lines(solved: Any, problems: Any, args: argparse.Namespace, verifier
         majority = best_of_k(solved, k)
         out.append(line(f"best-of-{k} (majority)", majority["by_majority"]["accuracy"],
                         majority["by_majority"]["ci95"], majority["policy_tokens"], 0.0, seconds=f"~{share}",
-                        path_only=path_only))
+                        path_only=path_only, by_problem=majority["by_majority"]["by_problem"]))
         for verifier, found in verdicts.items():
             picked = best_of_k(solved, k, found)
             out.append(line(f"best-of-{k} ({verifier})", picked["by_verifier"]["accuracy"],
                             picked["by_verifier"]["ci95"], picked["policy_tokens"], picked["verifier_tokens"],
-                            seconds=f"~{share}", path_only=path_only))
+                            seconds=f"~{share}", path_only=path_only, by_problem=picked["by_verifier"]["by_problem"]))
     return out
 
 
@@ -137,6 +142,45 @@ def table(rows: list[dict[str, Any]]) -> str:
         arm = f"{r['arm']} [path only]" if r["path_only"] else r["arm"]
         lines.append(f"| {arm} | {acc} | {ci} | {r['policy_tokens']} | {r['verifier_tokens']} | "
                      f"{r['total_tokens']} | {r['mean_iterations']} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def paired(rows: list[dict[str, Any]], largest: int) -> list[dict[str, Any]]:
+    """StepCo with each verifier against best-of-``largest`` picked by the same verifier and against greedy, on
+    the same problems: the accuracy difference with its paired-bootstrap interval and the exact McNemar p-value,
+    and StepCo's share of the other's tokens (the goal: the same accuracy with at most half the tokens)."""
+    from stepdata.experiment.stats import compare
+
+    by_arm = {r["arm"]: r for r in rows if r.get("by_problem") and not r["path_only"]}
+    out = []
+    for arm, row in by_arm.items():
+        if not arm.startswith("stepco-"):
+            continue
+        verifier = arm.removeprefix("stepco-")
+        for other in (f"best-of-{largest} ({verifier})", f"best-of-{largest} (majority)", "greedy"):
+            if other not in by_arm:
+                continue
+            problems = sorted(row["by_problem"])
+            if sorted(by_arm[other]["by_problem"]) != problems:
+                raise ValueError(f"{arm} and {other} were not run on the same problems")
+            result = compare([float(row["by_problem"][p]) for p in problems],
+                             [float(by_arm[other]["by_problem"][p]) for p in problems])
+            share = row["total_tokens"] / by_arm[other]["total_tokens"] if by_arm[other]["total_tokens"] else None
+            out.append({"arm": arm, "against": other, "difference": result["difference"], "ci95": result["ci95"],
+                        "p_value": result["p_value"], "only_stepco": result.get("only_first"),
+                        "only_other": result.get("only_second"), "token_share": None if share is None
+                        else round(share, 3)})
+    return out
+
+
+def paired_table(comparisons: list[dict[str, Any]]) -> str:
+    lines = ["| StepCo | against | difference (points) | 95% CI | McNemar p | only StepCo right | only other right "
+             "| StepCo's tokens |", "|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        low, high = c["ci95"]
+        share = "-" if c["token_share"] is None else f"{100 * c['token_share']:.0f}%"
+        lines.append(f"| {c['arm']} | {c['against']} | {100 * c['difference']:+.1f} | {100 * low:+.1f} to "
+                     f"{100 * high:+.1f} | {c['p_value']:.3g} | {c['only_stepco']} | {c['only_other']} | {share} |")
     return "\n".join(lines)
 
 
@@ -204,7 +248,7 @@ def main() -> None:
             if name.startswith("sampled-"):
                 rows += best_of_lines(solved, problems, args, args.bon_verifiers, seconds)
             else:
-                rows.append(solve_line(name, stats, seconds))
+                rows.append(solve_line(name, stats, seconds, solved))
             if config.strategy == "stepco":
                 revisions[name] = revision_report(solved, config.split_mode)
         if args.prm_model:
@@ -223,17 +267,22 @@ def main() -> None:
                     rows += [r for r in best_of_lines(solved, few, args, ["prm"], seconds, path_only=True)
                              if "(prm)" in r["arm"]]
                 else:
-                    rows.append(solve_line("stepco-prm", stats, seconds, path_only=True))
+                    rows.append(solve_line("stepco-prm", stats, seconds, solved, path_only=True))
                     revisions["stepco-prm [path only]"] = revision_report(solved, config.split_mode)
     title = f"{Path(args.model).name} on {len(problems)} problems of {label}"
     print(f"{title} (max_tokens {args.max_tokens}; seconds are 0 for a run already finished on disk; best-of-k "
           f"seconds are the sampled run's share)\n\n{table(rows)}\n")
+    comparisons = paired(rows, max(args.best_of)) if args.best_of else []
+    if comparisons:
+        print("paired on the same problems (difference = StepCo minus the other; tokens: StepCo's total as a share "
+              f"of the other's)\n\n{paired_table(comparisons)}\n")
     for name, report in revisions.items():
         print(f"{name} revisions: {json.dumps(report)}")
     print(plot(rows, out / "accuracy_vs_tokens.svg", title))
+    results = [{k: v for k, v in r.items() if k != "by_problem"} for r in rows]
     (out / "stepco.json").write_text(json.dumps({"model": args.model, "data": label, "problems": len(problems),
-                                                 "args": vars(args), "results": rows, "revisions": revisions},
-                                                indent=2, default=str) + "\n")
+                                                 "args": vars(args), "results": results, "paired": comparisons,
+                                                 "revisions": revisions}, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

@@ -83,3 +83,22 @@ def test_the_accuracy_against_tokens_plot_places_points_and_escapes_labels():
                       "tokens", "accuracy")
     assert svg.count("<circle") == 2 and "best-of-2 &lt;x&gt;" in svg and "<x>" not in svg
     assert point_chart("t", [], "x", "y").count("no data") == 1
+
+
+def test_labels_of_points_close_together_do_not_overlap_each_other_or_the_points():
+    from stepdata.audit.svg import _label_places
+
+    points = [(300.0, 200.0, "stepco-exact"), (302.0, 203.0, "stepco-rules"), (305.0, 201.0, "best-of-4 (exact)"),
+              (305.0, 199.0, "best-of-4 (rules)"), (590.0, 100.0, "best-of-8 (majority)")]
+    places = _label_places(points, right_edge=600.0)
+    boxes = []
+    for (x, _, label), (text_x, baseline, anchor) in zip(points, places):
+        width = 5.0 * len(label)
+        left = text_x - width if anchor == "end" else text_x
+        boxes.append((left, baseline - 8, left + width, baseline + 2))
+    assert places[-1][2] == "end"  # it would run past the right edge: drawn to the left of its point
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+        for x, y, _ in points:
+            assert not (a[0] < x < a[2] and a[1] < y < a[3])

@@ -252,6 +252,27 @@ def bar_chart(
     return "".join(parts)
 
 
+def _label_places(points: Sequence[tuple[float, float, str]], right_edge: float,
+                  char_width: float = 5.0, line_height: float = 10.0) -> list[tuple[float, float, str]]:
+    """Where each point's label goes (x, baseline y, text-anchor) so that no two labels overlap: beside its
+    point (to the left where it would run past ``right_edge``), moved up or down a line at a time, nearest
+    first, until its box clears every point and every label placed before it. Points close together (arms of similar cost and accuracy) stay legible."""
+    placed = [(x - 4, y - 4, x + 4, y + 4) for x, y, _ in points]  # boxes (left, top, right, bottom): the points
+    out = []
+    for x, y, label in points:
+        width = char_width * len(label)
+        to_left = x + 5 + width > right_edge
+        left = x - 5 - width if to_left else x + 5
+        for shift in [0] + [k * sign for k in range(1, 13) for sign in (-1, 1)]:
+            baseline = y - 4 + shift * line_height
+            box = (left, baseline - line_height + 2, left + width, baseline + 2)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        out.append((x - 5 if to_left else x + 5, baseline, "end" if to_left else "start"))
+    return out
+
+
 def point_chart(
     title: str,
     points: Sequence[tuple[str, float, float, float, float]],
@@ -293,12 +314,14 @@ def point_chart(
         parts.append(f'<text x="{px(t):.1f}" y="{y0 + 13}" text-anchor="middle" font-size="10" '
                      f'fill="#5d6770">{t}</text>')
     palette = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a")
+    places = _label_places([(px(x), py(y), label) for label, x, y, _, _ in points], x0 + plot_w)
     for i, (label, x, y, low, high) in enumerate(points):
         colour = palette[i % len(palette)]
+        text_x, text_y, anchor = places[i]
         parts.append(f'<g><title>{escape(label)}: {y:.1f} ({low:.1f}-{high:.1f}) at {x:.1f}</title>'
                      f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{py(low):.1f}" y2="{py(high):.1f}" '
                      f'stroke="{colour}"/><circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{colour}"/>'
-                     f'<text x="{px(x) + 5:.1f}" y="{py(y) - 4 - 9 * (i % 2):.1f}" font-size="9" '
+                     f'<text x="{text_x:.1f}" y="{text_y:.1f}" font-size="9" text-anchor="{anchor}" '
                      f'fill="{colour}">{escape(label)}</text></g>')
     parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y0}" y2="{y0}" stroke="#1f2328"/>'
                  f'<line x1="{x0}" x2="{x0}" y1="{TOP}" y2="{y0}" stroke="#1f2328"/>')

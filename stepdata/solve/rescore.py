@@ -48,24 +48,29 @@ def verify_stored(solved: pd.DataFrame, problems: pd.DataFrame, config: SolveCon
 
 def best_of_k(solved: pd.DataFrame, k: int, verdicts: Mapping[str, Sequence[Verdict]] | None = None) -> dict[str, Any]:
     """Accuracy (95% Wilson interval) of majority vote over each problem's first ``k`` attempts and, with
-    ``verdicts``, of the verifier's pick; tokens per problem for those k attempts (policy, verifier)."""
+    ``verdicts``, of the verifier's pick; tokens per problem for those k attempts (policy, verifier). Each
+    selection's ``by_problem`` says per problem whether its pick was right (for paired comparisons)."""
     stored = attempts_by_problem(solved)
     short = [pid for pid, records in stored.items() if records and len(records) < k]
     if short:
         raise ValueError(f"best-of-{k} needs {k} attempts per problem; problem {short[0]!r} has "
                          f"{len(stored[short[0]])} ({len(short)} problems short)")
     correct = {"majority": 0, "verifier": 0}
+    by_problem: dict[str, dict[str, bool]] = {"majority": {}, "verifier": {}}
     policy = verifier_tokens = 0
     for pid, records in stored.items():
         first = records[:k]
         if not first:
+            by_problem["majority"][pid] = by_problem["verifier"][pid] = False
             continue  # a failed row: wrong, and its tokens are unknown
         answers = [a["answer"] for a in first]
-        correct["majority"] += bool(first[majority_pick(answers)]["correct"])
+        by_problem["majority"][pid] = bool(first[majority_pick(answers)]["correct"])
+        correct["majority"] += by_problem["majority"][pid]
         policy += sum(int(a["policy_tokens"] or 0) for a in first)
         if verdicts is not None:
             scored = list(verdicts[pid])[:k]
-            correct["verifier"] += bool(first[verifier_pick([v.rank for v in scored], answers)]["correct"])
+            by_problem["verifier"][pid] = bool(first[verifier_pick([v.rank for v in scored], answers)]["correct"])
+            correct["verifier"] += by_problem["verifier"][pid]
             verifier_tokens += sum(v.tokens for v in scored)
     total = len(stored)
     result: dict[str, Any] = {"k": k, "problems": total, "policy_tokens": round(policy / total, 1) if total else None,
@@ -73,5 +78,6 @@ def best_of_k(solved: pd.DataFrame, k: int, verdicts: Mapping[str, Sequence[Verd
     for selection in ("majority", "verifier") if verdicts is not None else ("majority",):
         result[f"by_{selection}"] = {"correct": correct[selection],
                                      "accuracy": round(correct[selection] / total, 4) if total else None,
-                                     "ci95": wilson_interval(correct[selection], total)}
+                                     "ci95": wilson_interval(correct[selection], total),
+                                     "by_problem": by_problem[selection]}
     return result
