@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -170,15 +171,20 @@ def test_a_changed_problems_table_is_a_named_config_change(runner, tmp_path):
 
 
 class Slowed:
-    """A reply function that waits ``delay`` seconds before answering once ``delay`` is set."""
+    """A reply function that waits ``delay`` seconds before answering once ``delay`` is set, and while ``gate``
+    is set, until it is cleared (a run held mid-batch for as long as a test needs, however loaded the machine)."""
 
     def __init__(self, reply):
         self.reply, self.delay, self.calls = reply, 0.0, 0
+        self.gate = threading.Event()
 
     def __call__(self, body, index):
-        if self.delay:
+        if self.delay or self.gate.is_set():
             self.calls += 1
             time.sleep(self.delay)
+            deadline = time.monotonic() + 300
+            while self.gate.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
         return self.reply(body, index)
 
 
@@ -196,12 +202,15 @@ def test_a_second_writer_on_the_same_out_is_refused_naming_the_first(runner, tmp
     with FaultyOpenAIServer(reply_body=policy) as server:
         assert invoke(runner, ["sample", problems, *engine_args(server), "--n", "2", "--out", rollouts]).exit_code == 0
         assert invoke(runner, ["localize", rollouts, "--method", "exact", "--out", localized]).exit_code == 0
-        policy.delay = 3.0
+        policy.gate.set()  # the first run's requests wait until the second run has been refused
         rectify = ["rectify", localized, *engine_args(server), "--n", "2", "--out", pairs]
         first = subprocess.Popen([*CLI, *map(str, rectify), "--seed", "0"], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: policy.calls > 0)  # the first run is generating its first batch
-        second = cli([*rectify, "--seed", "1"])
+        try:
+            wait_for(lambda: policy.calls > 0, seconds=180)  # the first run is generating its first batch
+            second = cli([*rectify, "--seed", "1"])
+        finally:
+            policy.gate.clear()
         out, err = first.communicate(timeout=180)
     assert first.returncode == 0, err
     assert second.returncode != 0, second.stderr
