@@ -91,6 +91,10 @@ def evaluate_all(args: argparse.Namespace, models: dict[str, str], sets: dict[st
     folder.mkdir(parents=True, exist_ok=True)
     records = []
     for arm, model in models.items():
+        for name, (problems, label) in sets.items():
+            for calc in calculators:
+                check_kept(folder / f"{arm}-{name}-{'calc' if calc else 'plain'}.json", model, label, len(problems),
+                           args)
         todo = [(name, calc) for name in sets for calc in calculators
                 if not (folder / f"{arm}-{name}-{'calc' if calc else 'plain'}.json").exists()]
         generator = make_generator(args.backend, model, **parse_key_values(args.engine_option)) if todo else None
@@ -106,6 +110,7 @@ def evaluate_all(args: argparse.Namespace, models: dict[str, str], sets: dict[st
                                                 calculator=calc)
                         result = evaluate_model(generator, problems, data=label, sampling=greedy)
                         record = {"arm": arm, "model": model, "data": name, "label": label, "calculator": calc,
+                                  "max_tokens": args.max_tokens,
                                   "problems": result.problems, "correct": result.correct,
                                   "accuracy": result.accuracy, "ci95": wilson_interval(result.correct, result.samples),
                                   "errors": result.errors, "truncated": result.truncated,
@@ -117,6 +122,20 @@ def evaluate_all(args: argparse.Namespace, models: dict[str, str], sets: dict[st
             if generator is not None:
                 generator.close()
     return records
+
+
+def check_kept(path: Path, model: str, label: str, count: int, args: argparse.Namespace) -> None:
+    """A kept evaluation is reused only when it scored the same model on the same problems with the same token
+    limit; otherwise the run stops naming what changed (delete the file, or use another --out)."""
+    if not path.exists():
+        return
+    kept = json.loads(path.read_text())
+    wanted = {"model": model, "label": label, "problems": count, "max_tokens": args.max_tokens}
+    changed = [f"{key}: {kept.get(key)!r} -> {value!r}" for key, value in wanted.items()
+               if key in kept and kept[key] != value]
+    if changed:
+        raise SystemExit(f"{path} was made with other settings ({'; '.join(changed)}); delete it to score again "
+                         "or give another --out")
 
 
 def _cell(record: dict[str, Any] | None) -> str:
