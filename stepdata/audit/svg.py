@@ -103,16 +103,7 @@ def interval_chart(title: str, labels: Sequence[str],
                          f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{py(low):.1f}" y2="{py(high):.1f}" '
                          f'stroke="{escape(colour)}" stroke-width="1.5"/>'
                          f'<circle cx="{cx:.1f}" cy="{py(value):.1f}" r="3" fill="{escape(colour)}"/></g>')
-    every = max(1, math.ceil(len(labels) / 12))
-    for i, label in enumerate(labels):
-        if i % every:
-            continue
-        cx = x0 + (i + 0.5) * slot
-        parts.append(f'<text x="{cx:.1f}" y="{y0 + 12}" text-anchor="end" font-size="10" fill="#1f2328" '
-                     f'transform="rotate(-35 {cx:.1f} {y0 + 12})">{escape(label)}</text>')
-    parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y0}" y2="{y0}" stroke="#1f2328"/>')
-    parts.append(f'<text x="{x0 + plot_w / 2:.0f}" y="{HEIGHT - 4}" text-anchor="middle" font-size="11" '
-                 f'fill="#5d6770">{escape(x_label)}</text>')
+    _category_axis(parts, labels, x_label, x0, y0, slot, plot_w)
     _legend(parts, [(name, colour) for name, colour, _ in series], x0 + plot_w)
     parts.append("</svg>")
     return "".join(parts)
@@ -228,17 +219,7 @@ def bar_chart(
             parts.append(f'<rect x="{bx:.1f}" y="{y(count):.1f}" width="{bar_w:.1f}" '
                          f'height="{y0 - y(count):.1f}" fill="{escape(colour)}">'
                          f'<title>{escape(name)}, {escape(label)}: {escape(shown)}</title></rect>')
-    # Show at most ~12 x labels so they never overlap; the tooltips carry every one.
-    every = max(1, math.ceil(len(labels) / 12))
-    for i, label in enumerate(labels):
-        if i % every:
-            continue
-        cx = x0 + (i + 0.5) * slot
-        parts.append(f'<text x="{cx:.1f}" y="{y0 + 12}" text-anchor="end" font-size="10" fill="#1f2328" '
-                     f'transform="rotate(-35 {cx:.1f} {y0 + 12})">{escape(label)}</text>')
-    parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y0}" y2="{y0}" stroke="#1f2328"/>')
-    parts.append(f'<text x="{x0 + plot_w / 2:.0f}" y="{HEIGHT - 4}" text-anchor="middle" font-size="11" '
-                 f'fill="#5d6770">{escape(x_label)}</text>')
+    _category_axis(parts, labels, x_label, x0, y0, slot, plot_w)
     parts.append(f'<text x="12" y="{y0 - plot_h / 2:.0f}" text-anchor="middle" font-size="11" fill="#5d6770" '
                  f'transform="rotate(-90 12 {y0 - plot_h / 2:.0f})">{escape(y_label)}</text>')
     if len(series) > 1:
@@ -250,6 +231,22 @@ def bar_chart(
                          f'<text x="{lx + 12}" y="{ly}" font-size="10" fill="#1f2328">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _category_axis(parts: list[str], labels: Sequence[str], x_label: str, x0: float, y0: float, slot: float,
+                   plot_w: float) -> None:
+    """The x axis of a chart with one slot per label: at most about 12 slanted labels, so they never overlap
+    (the tooltips carry every one), the axis line and its title."""
+    every = max(1, math.ceil(len(labels) / 12))
+    for i, label in enumerate(labels):
+        if i % every:
+            continue
+        cx = x0 + (i + 0.5) * slot
+        parts.append(f'<text x="{cx:.1f}" y="{y0 + 12}" text-anchor="end" font-size="10" fill="#1f2328" '
+                     f'transform="rotate(-35 {cx:.1f} {y0 + 12})">{escape(label)}</text>')
+    parts.append(f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{y0}" y2="{y0}" stroke="#1f2328"/>')
+    parts.append(f'<text x="{x0 + plot_w / 2:.0f}" y="{HEIGHT - 4}" text-anchor="middle" font-size="11" '
+                 f'fill="#5d6770">{escape(x_label)}</text>')
 
 
 def _label_places(points: Sequence[tuple[float, float, str]], right_edge: float,
