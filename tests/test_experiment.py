@@ -157,3 +157,19 @@ def test_small_budget_end_to_end_killed_and_resumed(tmp_path, memorizing_policy)
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode == 1 and "learning_rate: 5e-06 -> 1e-05" in changed.stderr
     assert "dpo seed 0" in changed.stderr and record.read_bytes() == trained
+
+
+def test_a_sets_own_size_is_used_and_a_changed_size_rewrites_its_problems(tmp_path):
+    from stepdata.experiment.eval_sets import write_eval_problems
+    from stepdata.io import read_table
+
+    config = ExperimentConfig(budget="small", eval_sets=("embedded", "embedded-long"), eval_sizes={"embedded": 5})
+    assert (config.eval_size("embedded"), config.eval_size("embedded-long")) == (5, 8)
+    _, path = write_eval_problems("embedded", config, tmp_path)
+    assert len(read_table(path, kind="problems")) == 5
+    smaller = ExperimentConfig(budget="small", eval_sets=("embedded",), eval_sizes="embedded=3")
+    _, again = write_eval_problems("embedded", smaller, tmp_path)
+    assert again == path and len(read_table(path, kind="problems")) == 3  # not the 5 kept from before
+    with pytest.raises(SettingError, match="eval_sizes names 'svamp'"):
+        ExperimentConfig(budget="small", eval_sizes={"svamp": 3})
+    assert ExperimentConfig().eval_sizes == {"embedded": 120}  # the full budget scores more where it can

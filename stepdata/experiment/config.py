@@ -36,7 +36,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # full: planned for about 2.5 hours on 2 CPU cores (see the README's Experiments for the estimate)
     "full": {"problems": 320, "samples": 2, "rectify_samples": 4, "rectify_per_problem": 1, "synth_rounds": 2,
              "synth_cuts": 1, "max_tokens": 192, "steps": 8, "batch_size": 8, "seeds": (0, 1, 2),
-             "eval_problems": 50, "eval_max_tokens": 256, "maj_k": 4, "maj_sets": ("embedded",),
+             "eval_problems": 40, "eval_sizes": {"embedded": 120}, "eval_max_tokens": 256, "maj_k": 4,
+             "maj_sets": ("embedded",),
              "eval_sets": ("embedded", "embedded-long", "svamp", "multiarith", "asdiv", "gsm8k")},
 }
 
@@ -100,6 +101,10 @@ class ExperimentConfig:
     eval_sets: tuple[str, ...] | None = setting(None, EVAL_SET_HELP + " Comma-separated.")
     eval_problems: int | None = setting(None, "Problems per evaluation set (a seeded sample of a named set).",
                                         minimum=1)
+    eval_sizes: Mapping[str, Any] | None = setting(None, "A set's own number of problems, by name, in place of "
+                                                         "eval_problems (e.g. embedded=120: more problems where the "
+                                                         "policy can score). Repeatable; a mapping in a recipe.",
+                                                   cli="--eval-size", multiple=True, metavar="SET=N")
     eval_max_tokens: int | None = setting(None, "Most tokens per evaluation answer.", minimum=1)
     maj_k: int | None = setting(None, "Samples per problem for maj@k (1: greedy only).", minimum=1)
     maj_sets: tuple[str, ...] | None = setting(None, "Evaluation sets that also get maj@k (comma-separated).")
@@ -111,12 +116,16 @@ class ExperimentConfig:
         preset = BUDGETS.get(self.budget)
         if preset is None:
             raise SettingError("budget", f"budget must be one of {sorted(BUDGETS)}, got {self.budget!r}")
+        sizes_from_budget = self.eval_sizes is None
         for name, value in preset.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         for name in ("arms", "main_arms", "eval_sets", "maj_sets"):  # `--set maj_sets=` means none
             object.__setattr__(self, name, tuple(v for v in getattr(self, name) if v != ""))
         object.__setattr__(self, "dpo_st_options", options_mapping(self.dpo_st_options, "dpo_st_options"))
+        object.__setattr__(self, "eval_sizes", options_mapping(self.eval_sizes, "eval_sizes"))
+        if sizes_from_budget:  # the budget's sizes are for the sets it evaluates; a set left out has none
+            object.__setattr__(self, "eval_sizes", {k: v for k, v in self.eval_sizes.items() if k in self.eval_sets})
         check_settings(self)
         if self.min_steps > self.max_steps:
             raise SettingError("min_steps", f"min_steps ({self.min_steps}) is larger than max_steps ({self.max_steps})")
@@ -136,6 +145,12 @@ class ExperimentConfig:
             raise SettingError("seeds", f"a seed is listed twice: {list(self.seeds)}")
         if not self.eval_sets:
             raise SettingError("eval_sets", "give at least one evaluation set")
+        for name, size in self.eval_sizes.items():
+            if name not in self.eval_sets:
+                raise SettingError("eval_sizes", f"eval_sizes names {name!r}, which is not among the eval_sets "
+                                                 f"{list(self.eval_sets)}")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise SettingError("eval_sizes", f"eval_sizes[{name!r}] must be a whole number >= 1, got {size!r}")
         missing = [name for name in self.maj_sets if name not in self.eval_sets]
         if missing:
             raise SettingError("maj_sets", f"maj_sets {missing} are not among the eval_sets {list(self.eval_sets)}")
@@ -145,6 +160,10 @@ class ExperimentConfig:
         values = dataclasses.asdict(self)
         return {k: (list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v)
                 for k, v in values.items()}
+
+    def eval_size(self, name: str) -> int:
+        """How many problems evaluation set ``name`` has: its own size, else ``eval_problems``."""
+        return int(self.eval_sizes.get(name, self.eval_problems))
 
     def seeds_of(self, arm: str) -> tuple[int, ...]:
         """The training seeds of ``arm``: every seed for a main arm, the first for the others."""

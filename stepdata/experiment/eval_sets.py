@@ -3,8 +3,8 @@
 ``embedded`` is held-out embedded problems with the training step counts (a seed
 that no training problem uses); ``embedded-long`` has more steps than any training
 problem (length generalisation); any other name is a data set the loaders know
-(``svamp``, ``multiarith``, ``gsm8k``, and ``asdiv`` once its loader is installed),
-read from the data directory and cut to a seeded sample of ``eval_problems``.
+(``svamp``, ``multiarith``, ``gsm8k``, ``asdiv``, ...), read from the data directory
+and cut to a seeded sample of ``eval_problems`` (or the set's own size in ``eval_sizes``).
 An unknown name, or a known one whose file is not there, fails at once, naming it.
 """
 
@@ -63,11 +63,12 @@ def check_eval_sets(config: ExperimentConfig) -> list[str]:
 
 
 def load_eval_set(name: str, config: ExperimentConfig) -> tuple[EvalSet, pd.DataFrame]:
-    """The problems of evaluation set ``name`` (``eval_problems`` of them, the same on every call)."""
+    """The problems of evaluation set ``name`` (its size in ``eval_sizes``, else ``eval_problems``; the same on
+    every call)."""
     from stepdata.embedded import make_problems
     from stepdata.loaders import KNOWN_SETS, load_problems
 
-    n = int(config.eval_problems)
+    n = config.eval_size(name)
     if name == EMBEDDED:
         return (EvalSet(name, f"held-out embedded problems, {config.min_steps}-{config.max_steps} steps (seed "
                               f"{EVAL_SEED})", True),
@@ -87,11 +88,15 @@ def load_eval_set(name: str, config: ExperimentConfig) -> tuple[EvalSet, pd.Data
 
 
 def write_eval_problems(name: str, config: ExperimentConfig, folder: Path) -> tuple[EvalSet, Path]:
-    """The set's problems as a problems table in ``folder`` (written once; a resumed run reads it back)."""
-    from stepdata.io import write_table
+    """The set's problems as a problems table in ``folder`` (written once, and again only when the settings now
+    name other problems: a resumed run reads it back)."""
+    from stepdata.io import read_table, write_table
 
     path = folder / f"{name}.parquet"
     described, problems = load_eval_set(name, config)
-    if not path.exists():
-        write_table(problems, path, "problems", config={"eval_set": name, "description": described.description})
+    if path.exists():  # a changed size (or data file) rewrites it: evaluations read what the settings say
+        kept = read_table(path, kind="problems")
+        if list(kept["problem_id"].astype(str)) == list(problems["problem_id"].astype(str)):
+            return described, path
+    write_table(problems, path, "problems", config={"eval_set": name, "description": described.description})
     return described, path

@@ -308,7 +308,9 @@ def render_report(card: dict[str, Any], plan: dict[str, Any], analysis: dict[str
             f"beta {settings['beta'] if settings['beta'] is not None else 'per method'}"
             f"{', LoRA r ' + str(settings['lora_r']) if settings['lora_r'] else ''}; seeds "
             f"{escape(', '.join(map(str, settings['seeds'])))} for {escape(', '.join(settings['main_arms']))}; "
-            f"{settings['eval_problems']} problems per set; stepdata {escape(__version__)}.")
+            f"{settings['eval_problems']} problems per set"
+            f"{''.join(f' ({escape(str(k))}: {v})' for k, v in (settings.get('eval_sizes') or {}).items())}; "
+            f"stepdata {escape(__version__)}.")
     timing = card["timing"]
     lines = "".join(f"<li>{escape(line)}</li>" for line in card["reading"])
     missing = ""
