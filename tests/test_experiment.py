@@ -158,6 +158,17 @@ def test_small_budget_end_to_end_killed_and_resumed(tmp_path, memorizing_policy)
     assert changed.returncode == 1 and "learning_rate: 5e-06 -> 1e-05" in changed.stderr
     assert "dpo seed 0" in changed.stderr and record.read_bytes() == trained
 
+    # a variant (a remedy tried once) trains on the same pairs in its own folder, without building them again
+    variant = tmp_path / "variant"
+    command = [*_command(variant, memorizing_policy, "learning_rate=1e-5", "arms=dpo,stepdpo", "seeds=0"),
+               "--data-from", str(out)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "data build: finished" in done.stderr and "eval start: every set finished already" in done.stderr
+    varied = json.loads((variant / "experiment.json").read_text())
+    assert set(varied["arms"]) == {"dpo", "stepdpo"} and varied["settings"]["learning_rate"] == 1e-5
+    assert varied["data"]["arm_pairs"]["stepdpo"]["fingerprint"] == data["stepdpo"]["fingerprint"]
+
 
 def test_a_sets_own_size_is_used_and_a_changed_size_rewrites_its_problems(tmp_path):
     from stepdata.experiment.eval_sets import write_eval_problems
@@ -173,3 +184,23 @@ def test_a_sets_own_size_is_used_and_a_changed_size_rewrites_its_problems(tmp_pa
     with pytest.raises(SettingError, match="eval_sizes names 'svamp'"):
         ExperimentConfig(budget="small", eval_sizes={"svamp": 3})
     assert ExperimentConfig().eval_sizes == {"embedded": 120}  # the full budget scores more where it can
+
+
+def test_a_variant_starts_from_another_experiments_data_build_only_when_it_has_none(tmp_path):
+    from stepdata.experiment.units import seed_from
+
+    source, out = tmp_path / "source", tmp_path / "variant"
+    with pytest.raises(FileNotFoundError, match="no finished data build"):
+        seed_from(source, out)
+    (source / "data" / "pairs").mkdir(parents=True)
+    (source / "data" / "build.json").write_text("{}")
+    (source / "data" / "pairs" / "dpo.parquet").write_text("x")
+    (source / "eval").mkdir()
+    (source / "eval" / "start-embedded.json").write_text("{}")
+    (source / "eval" / "dpo-seed0-embedded.json").write_text("{}")
+    copied = seed_from(source, out)
+    assert (out / "data" / "pairs" / "dpo.parquet").read_text() == "x" and (out / "eval" / "start-embedded.json").exists()
+    assert not (out / "eval" / "dpo-seed0-embedded.json").exists()  # a trained arm's evaluation is not the variant's
+    assert len(copied) == 2
+    (source / "data" / "build.json").write_text('{"changed": 1}')
+    assert seed_from(source, out) == [] and (out / "data" / "build.json").read_text() == "{}"  # never over a build

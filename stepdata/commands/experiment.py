@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import click
 
@@ -32,10 +33,13 @@ def _settings_help() -> str:
               help="Output folder (default: the recipe's out). Started again, the run resumes.")
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Change a setting, e.g. --set steps=32 --set arms=dpo,stepdpo (repeatable).")
+@click.option("--data-from", type=click.Path(file_okay=False, exists=True),
+              help="Start OUT with this experiment folder's data build and start-policy evaluations (copied), "
+                   "to train a variant on the same pairs (e.g. another learning rate).")
 @click.option("--plan", "plan_only", is_flag=True,
               help="Check everything and print the resolved settings and the units to run; run nothing.")
 def experiment_cmd(recipe: str, budget: str | None, out: str | None, overrides: tuple[str, ...],
-                   plan_only: bool) -> None:
+                   data_from: str | None, plan_only: bool) -> None:
     """Does step-level data make the model better? RECIPE (a file, or the shipped recipe `experiment`) names a
     start policy; one data build from it (sample, localize, rectify, synthesize) feeds every arm (DPO, Step-DPO,
     Step-DPO with gold chosen steps, SCDPO, Step-DPO + SCDPO, sDPO, DPO-ST), each trained with the same budget
@@ -56,6 +60,14 @@ def experiment_cmd(recipe: str, budget: str | None, out: str | None, overrides: 
         config, folder = load_experiment(recipe, parse_overrides(overrides), budget=budget, out=out)
     except (RecipeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    if data_from is not None and not plan_only:
+        from stepdata.experiment.units import seed_from
+
+        try:
+            for path in seed_from(Path(data_from), Path(folder)):
+                click.echo(f"copied {path}", err=True)
+        except FileNotFoundError as exc:
+            raise click.ClickException(str(exc)) from None
     if plan_only:
         units = [f"{arm} seed {seed}" for arm in config.arms for seed in config.seeds_of(arm)]
         reasons = check_experiment(config)

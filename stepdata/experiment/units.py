@@ -88,3 +88,26 @@ def model_fingerprint(folder: str | Path) -> str:
                 handle.seek(size - (1 << 20))
                 digest.update(handle.read())
     return digest.hexdigest()[:16]
+
+
+def seed_from(source: Path, out: Path) -> list[str]:
+    """Start ``out`` with another experiment's data build and start-policy evaluations (copies of
+    ``source/data`` and ``source/eval/start-*``), so a variant (another learning rate or beta, a remedy tried
+    once) trains its arms on the very same pairs without building them again. Nothing is copied into an
+    ``out`` that already has a data build. The copies are ordinary finished units: a setting they depend on
+    that differs in the variant is refused before any work, naming it. Returns what was copied."""
+    import shutil
+
+    if not (source / "data" / "build.json").is_file():
+        raise FileNotFoundError(f"{source} holds no finished data build ({source / 'data' / 'build.json'} is missing)")
+    if (out / "data").exists():
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / "data", out / "data", symlinks=True)
+    copied = [str(out / "data")]
+    for record in sorted((source / "eval").glob("start-*")):
+        (out / "eval").mkdir(exist_ok=True)
+        target = out / "eval" / record.name
+        (shutil.copytree if record.is_dir() else shutil.copy2)(record, target)
+        copied.append(str(target))
+    return copied
