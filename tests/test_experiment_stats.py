@@ -82,3 +82,14 @@ def test_compare_says_when_a_difference_is_larger_than_its_interval():
     assert same["difference"] == 0 and same["beyond_interval"] is False and same["p_value"] == 1.0
     reversed_ = compare(worse, better)
     assert reversed_["ci95"][1] < 0 and reversed_["beyond_interval"] is True
+
+
+def test_an_accuracy_where_every_problem_scored_alike_gets_the_wilson_interval_not_certainty():
+    from stepdata.experiment.stats import accuracy_interval
+    from stepdata.solve.stats import wilson_interval
+
+    low, high = accuracy_interval([0.0] * 40)
+    assert low == 0.0 and abs(high - wilson_interval(0, 40)[1]) < 1e-4 and high > 0.08
+    low, high = accuracy_interval([1.0] * 40)
+    assert high == 1.0 and low < 0.92
+    assert accuracy_interval([0.0, 1.0] * 20, resamples=2000) == bootstrap_interval([0.0, 1.0] * 20, resamples=2000)

@@ -147,7 +147,7 @@ def analyze(out: Path, plan: dict[str, Any]) -> dict[str, Any]:
         seed_acc = {str(seed): round(float(v.mean()), 4) for seed, v in by_seed.items()}
         results.append({"arm": arm, "set": name, "metric": metric, "problems": len(mean),
                         "seeds": [s for s in by_seed if s is not None], "accuracy": round(float(mean.mean()), 4),
-                        "ci95": stats.bootstrap_interval(mean.to_numpy(), resamples=resamples),
+                        "ci95": stats.accuracy_interval(mean.to_numpy(), resamples=resamples),
                         "seed_accuracies": seed_acc,
                         "seed_sd": round(float(np.std(list(seed_acc.values()), ddof=1)), 4) if len(seed_acc) > 1
                         else None})

@@ -55,6 +55,20 @@ def bootstrap_interval(values: Sequence[float] | np.ndarray, *, resamples: int =
     return round(float(low), 4), round(float(high), 4)
 
 
+def accuracy_interval(scores: Sequence[float] | np.ndarray, *, resamples: int = RESAMPLES,
+                      seed: int = 0) -> tuple[float, float] | None:
+    """95% interval of an accuracy from per-problem scores in [0, 1]: the bootstrap over problems, except where
+    every problem scored the same 0 or 1. There the bootstrap never draws a difference and would claim (0, 0)
+    or (1, 1), certainty that 40 problems cannot give; the Wilson interval of 0 (or n) of n is given instead."""
+    array = _array(scores, "scores")
+    if len(array) and (np.all(array == 0.0) or np.all(array == 1.0)):
+        from stepdata.solve.stats import wilson_interval
+
+        low, high = wilson_interval(int(array.sum()), len(array))
+        return round(float(low), 4), round(float(high), 4)
+    return bootstrap_interval(array, resamples=resamples, seed=seed)
+
+
 def paired_bootstrap(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
                      resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict[str, Any]:
     """Mean per-problem difference ``a - b`` and its bootstrap interval (the same problems resampled for both)."""

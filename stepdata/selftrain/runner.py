@@ -391,8 +391,13 @@ class SelfTrainRun:
         pseudo_path, pseudo = self._pseudo(k)
         self._record(k, "pseudo", pseudo)
         if pseudo["pseudo_labels"] == 0:
-            self._note(k, f"no pseudo-labels (none of the {drawn['total']} rationales of {source.name} reached the "
-                          "gold answer): SFT trained on the labelled data only")
+            if pseudo.get("right_rationales"):  # right ones exist, but each is a near-copy of the reference or another
+                why = (f"all {pseudo['right_rationales']} right rationales of {source.name} were near-copies (word "
+                       f"Jaccard above {self.config.jaccard}) of the reference solution or of each other, so merged "
+                       "away")
+            else:
+                why = f"none of the {drawn['total']} rationales of {source.name} reached the gold answer"
+            self._note(k, f"no pseudo-labels ({why}): SFT trained on the labelled data only")
         data_path, data = self._sft_data(k, pseudo_path)
         self._record(k, "sft_data", data)
         init = self.base if self.config.sft_init == "base" else source
