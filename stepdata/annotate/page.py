@@ -16,14 +16,13 @@ nothing from anywhere.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 from pathlib import Path
 
 from stepdata import __version__
 from stepdata.annotate.source import AnnotationSet, Item
 from stepdata.audit import theme
+from stepdata.audit.page import script_hash
 from stepdata.audit.pair_html import esc
 from stepdata.io import write_text_atomic
 
@@ -182,11 +181,7 @@ SCRIPT = """
 """
 
 
-def _script_hash(script: str) -> str:
-    return "sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
-
-
-CSP = (f"default-src 'none'; style-src 'unsafe-inline'; script-src '{_script_hash(SCRIPT)}'; "
+CSP = (f"default-src 'none'; style-src 'unsafe-inline'; script-src '{script_hash(SCRIPT)}'; "
        "base-uri 'none'; form-action 'none'")
 
 CSS = """
