@@ -176,10 +176,11 @@ def test_a_sets_own_size_is_used_and_a_changed_size_rewrites_its_problems(tmp_pa
 
     config = ExperimentConfig(budget="small", eval_sets=("embedded", "embedded-long"), eval_sizes={"embedded": 5})
     assert (config.eval_size("embedded"), config.eval_size("embedded-long")) == (5, 8)
-    _, path = write_eval_problems("embedded", config, tmp_path)
+    _, path, problems = write_eval_problems("embedded", config, tmp_path)
+    assert len(problems) == 5
     assert len(read_table(path, kind="problems")) == 5
     smaller = ExperimentConfig(budget="small", eval_sets=("embedded",), eval_sizes="embedded=3")
-    _, again = write_eval_problems("embedded", smaller, tmp_path)
+    _, again, _ = write_eval_problems("embedded", smaller, tmp_path)
     assert again == path and len(read_table(path, kind="problems")) == 3  # not the 5 kept from before
     with pytest.raises(SettingError, match="eval_sizes names 'svamp'"):
         ExperimentConfig(budget="small", eval_sizes={"svamp": 3})

@@ -87,9 +87,9 @@ def load_eval_set(name: str, config: ExperimentConfig) -> tuple[EvalSet, pd.Data
                     f"{name}: all {len(problems)} problems", False), problems.reset_index(drop=True))
 
 
-def write_eval_problems(name: str, config: ExperimentConfig, folder: Path) -> tuple[EvalSet, Path]:
+def write_eval_problems(name: str, config: ExperimentConfig, folder: Path) -> tuple[EvalSet, Path, pd.DataFrame]:
     """The set's problems as a problems table in ``folder`` (written once, and again only when the settings now
-    name other problems: a resumed run reads it back)."""
+    name other problems: a resumed run reads it back); returns the set, the file and the problems."""
     from stepdata.io import read_table, write_table
 
     path = folder / f"{name}.parquet"
@@ -97,6 +97,6 @@ def write_eval_problems(name: str, config: ExperimentConfig, folder: Path) -> tu
     if path.exists():  # a changed size (or data file) rewrites it: evaluations read what the settings say
         kept = read_table(path, kind="problems")
         if list(kept["problem_id"].astype(str)) == list(problems["problem_id"].astype(str)):
-            return described, path
+            return described, path, problems
     write_table(problems, path, "problems", config={"eval_set": name, "description": described.description})
-    return described, path
+    return described, path, problems

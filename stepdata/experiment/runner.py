@@ -170,10 +170,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, echo: Callable[[st
     policy = policy_key(config)
     sets: dict[str, dict[str, Any]] = {}
     for name in config.eval_sets:
-        described, path = write_eval_problems(name, config, out / "data" / "eval")
+        described, path, problems = write_eval_problems(name, config, out / "data" / "eval")
         sets[name] = {"path": str(path), "description": described.description,
-                      "has_gold_steps": described.has_gold_steps,
-                      **table_fingerprint(load_eval_set(name, config)[1])}
+                      "has_gold_steps": described.has_gold_steps, **table_fingerprint(problems)}
     fingerprints = {name: {"rows": info["rows"], "fingerprint": info["fingerprint"]} for name, info in sets.items()}
     targets = {name: (Path(info["path"]), fingerprints[name]) for name, info in sets.items()}
     evaluate_model_sets(config, "start", data["policy"], policy, targets, out / "eval", log)
