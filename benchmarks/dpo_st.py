@@ -22,7 +22,8 @@ that made it).
 
 A data set name this stepdata does not know is refused before anything is trained.
 
-    python benchmarks/dpo_st.py [--model DIR] [--backend auto] [--train-data embedded:128] [--iterations 2]
+    python benchmarks/dpo_st.py [--model DIR] [--backend auto] [--train-data embedded:128] [--train-problems N]
+        [--iterations 2]
         [--eval embedded,gsm8k,multiarith,asdiv,svamp] [--eval-problems 200] [--calculator both]
         [--data-dir ../shared/data] [--out runs/dpo_st]
 """
@@ -55,6 +56,11 @@ def check_eval_names(names: list[str]) -> None:
                              "loader exists)")
 
 
+def train_label(args: argparse.Namespace) -> str:
+    """The training data as the reports name it: the data set, and how many of its problems when cut."""
+    return args.train_data if args.train_problems is None else f"{args.train_data} (first {args.train_problems})"
+
+
 def decodings(choice: str) -> list[bool]:
     """The calculator settings to score with (False: plain decoding)."""
     return {"off": [False], "on": [True], "both": [False, True]}[choice]
@@ -72,11 +78,15 @@ def self_train(args: argparse.Namespace, model: str, method: str, warmup_model: 
                              temperature=args.temperature, max_tokens=args.max_tokens,
                              sft_learning_rate=args.sft_learning_rate, sft_epochs=args.sft_epochs,
                              dpo_learning_rate=args.dpo_learning_rate, dpo_max_steps=args.dpo_max_steps,
+                             dpo_beta=args.dpo_beta,
                              batch_size=args.batch_size, grad_accum=args.grad_accum, seed=args.seed,
                              calculator=args.train_calculator, warmup_model=warmup_model)
     problems = load_units(args.train_data, "problems", args.data_dir)
+    if args.train_problems is not None:
+        problems = problems.head(args.train_problems).reset_index(drop=True)
     engine = EngineConfig(backend=args.backend, engine_options=tuple(args.engine_option))
-    return run_selftrain(Path(args.out) / method, model, problems, config, engine=engine, data_label=args.train_data)
+    return run_selftrain(Path(args.out) / method, model, problems, config, engine=engine,
+                         data_label=train_label(args))
 
 
 def evaluate_all(args: argparse.Namespace, models: dict[str, str], sets: dict[str, Any],
@@ -209,6 +219,8 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"))
     parser.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--train-data", default="embedded:128", help="Labelled training problems.")
+    parser.add_argument("--train-problems", type=int, default=None,
+                        help="Train on the first N problems of --train-data only (gsm8k:train has 7,473).")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--samples", type=int, default=4, help="Rationales per question at each sampling.")
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -217,6 +229,7 @@ def main() -> None:
     parser.add_argument("--sft-epochs", type=float, default=2.0)
     parser.add_argument("--dpo-learning-rate", type=float, default=3e-7)
     parser.add_argument("--dpo-max-steps", type=int, default=None)
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--grad-accum", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -244,7 +257,7 @@ def main() -> None:
     models = {"SFT": warmup, "ST": st["final_model"], "DPO-ST": dpo_st["final_model"]}
     records = evaluate_all(args, models, sets, calculators)
     costs = cost_rows(records)
-    print(f"{Path(model).name}: SFT on {args.train_data}, then {args.iterations} iteration(s) of ST and DPO-ST; "
+    print(f"{Path(model).name}: SFT on {train_label(args)}, then {args.iterations} iteration(s) of ST and DPO-ST; "
           f"greedy accuracy (%) with 95% Wilson intervals on the first {args.eval_problems} problems of each set\n")
     print(accuracy_table(records, args.eval))
     if costs:

@@ -56,3 +56,17 @@ def smollm2_dir() -> Path:
     from stepdata.models import fetch_model
 
     return fetch_model("smollm2")
+
+
+# The engines' log settings: stepdata sets them in its own process (and a library call of start_llm does too),
+# and a command started from a test would inherit them as if the user had set them.
+ENGINE_LOG_VARIABLES = ("VLLM_LOGGING_LEVEL", "VLLM_LOGGING_STREAM", "TRANSFORMERS_VERBOSITY", "TORCH_CPP_LOG_LEVEL",
+                        "PYTHONWARNINGS", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+                        "STEPDATA_ENGINE_LOG_LEVEL")
+
+
+def user_shell_environment() -> dict[str, str]:
+    """This process's environment less the engine log settings: what a command sees from a user's shell, whichever
+    tests ran in this process before."""
+    return {k: v for k, v in os.environ.items() if k not in ENGINE_LOG_VARIABLES}
+

@@ -4,27 +4,23 @@ float32 tiny model in float32 (slow: two vLLM starts on CPU, with the tiny test 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import requires_vllm
+from conftest import requires_vllm, user_shell_environment
 
 REPO = Path(__file__).resolve().parents[1]
 # our own stderr lines: progress (generate[vllm]: 1/1 requests ...) and the end-of-call summary (vllm: 1 requests ...)
 OURS = re.compile(r"^(generate\[vllm\]: \d+/\d+ requests|vllm: \d+ requests)")
-ENGINE_VARIABLES = ("VLLM_LOGGING_LEVEL", "VLLM_LOGGING_STREAM", "TRANSFORMERS_VERBOSITY", "TORCH_CPP_LOG_LEVEL",
-                    "PYTHONWARNINGS", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS",
-                    "STEPDATA_ENGINE_LOG_LEVEL")
 
 pytestmark = [requires_vllm, pytest.mark.slow]
 
 
 def generate(model: Path, *flags: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ENGINE_VARIABLES}  # as a user's shell has it
+    env = user_shell_environment()
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *flags, "generate", "--backend", "vllm",
                            "--model", str(model), "--question", "What is 7 + 5?", "--max-tokens", "8"],
                           capture_output=True, text=True, timeout=900, env=env, check=False)

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import requires_vllm
+from conftest import requires_vllm, user_shell_environment
 from generation_checks import chat
 
 from stepdata.generation import SamplingConfig, make_generator
@@ -46,7 +46,8 @@ def test_serve_then_sample_with_the_openai_backend_then_stop(smollm2_dir, tmp_pa
                "--served-model-name", "smollm2", "--engine-option", "max_model_len=2048"]
     with log_path.open("w") as log:
         # its own process group: the server it starts joins it, and the clean-up below can reach both
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env=user_shell_environment())  # not the engine log levels of earlier tests
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 480

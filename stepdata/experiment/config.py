@@ -29,9 +29,10 @@ EVAL_SET_HELP = ("Held-out evaluation sets by name: embedded (the training step 
 
 # Sizes by budget. small: every part runs, in minutes (CI's smoke test); full: the measurement.
 BUDGETS: dict[str, dict[str, Any]] = {
-    "small": {"backend": "hf", "problems": 16, "samples": 4, "rectify_samples": 4, "rectify_per_problem": 2, "synth_rounds": 2,
-              "synth_cuts": 1, "max_tokens": 128, "steps": 2, "batch_size": 4, "seeds": (0,),
-              "eval_problems": 8, "eval_max_tokens": 128, "maj_k": 3, "maj_sets": ("embedded",),
+    # small: SmolLM2 on 2 CPU cores in under 15 minutes (README: Experiments); 2 samples keep DPO-ST's 4 samplings short
+    "small": {"backend": "auto", "problems": 16, "samples": 2, "rectify_samples": 4, "rectify_per_problem": 2, "synth_rounds": 2,
+              "synth_cuts": 1, "max_tokens": 96, "steps": 2, "batch_size": 4, "seeds": (0,),
+              "eval_problems": 8, "eval_max_tokens": 96, "maj_k": 2, "maj_sets": ("embedded",),
               "eval_sets": ("embedded", "embedded-long")},
     # full: planned for about 2.5 hours on 2 CPU cores (see the README's Experiments for the estimate)
     "full": {"backend": "auto", "problems": 320, "samples": 2, "rectify_samples": 4, "rectify_per_problem": 1, "synth_rounds": 2,

@@ -12,10 +12,12 @@ entry point with ``if __name__ == "__main__":``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from stepdata.generation.base import Generator
@@ -91,7 +93,12 @@ def engine_settings(
       much is not free;
     - the model runs eagerly (compiling takes minutes on CPU for little gain);
     - chunked prefill is off: vLLM 0.32 on CPU kills the engine ("CPU Generator does not
-      use offset") when a seeded request's prompt is split across prefill chunks.
+      use offset") when a seeded request's prompt is split across prefill chunks;
+    - one worker runs in the engine's own process (``distributed_executor_backend="uni"``), and
+      :func:`start_llm` keeps the engine core in the caller's process too: each spawned process
+      imports vLLM again, so on 2 cores a start took 30-45 s with them and 3-8 s without, with the
+      same tokens/s, and a stage that starts an engine per model (evaluation, self-training) paid
+      that start every time.
 
     Weight-loading progress bars show only when the engines may speak (``stepdata -v``).
     """
@@ -101,6 +108,8 @@ def engine_settings(
         engine_options.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
         engine_options.setdefault("enforce_eager", True)
         engine_options.setdefault("enable_chunked_prefill", False)
+        if tensor_parallel_size == 1 and data_parallel_size == 1:
+            engine_options.setdefault("distributed_executor_backend", "uni")
     if engines_quiet():
         engine_options.setdefault("use_tqdm_on_load", False)
     chosen, _ = choose_vllm_dtype(model, dtype)
@@ -132,6 +141,27 @@ def server_arguments(model: str, settings: dict[str, Any], *, host: str = "127.0
     return args
 
 
+@contextlib.contextmanager
+def _engine_core_in_process(wanted: bool) -> Iterator[None]:
+    """While an offline engine is built, ask vLLM to run its engine core in this process (a user's own
+    ``VLLM_ENABLE_V1_MULTIPROCESSING`` wins).
+
+    Built in this process, vLLM writes what it meant for its own worker processes into this process's
+    environment (``LD_PRELOAD``, thread and logging settings, ...), where every process started later
+    would inherit it: a server ``stepdata serve`` starts, the answer checker's workers. The environment
+    is put back as it was once the engine is built (it reads those settings while it starts)."""
+    if not wanted or "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ:
+        yield
+        return
+    before = dict(os.environ)
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 def start_llm(model: str, **options: Any) -> tuple[Any, dict[str, Any], str]:
     """``vllm.LLM`` for ``model`` with our settings: (the engine, its settings, the dtype it runs in).
 
@@ -150,7 +180,8 @@ def start_llm(model: str, **options: Any) -> tuple[Any, dict[str, Any], str]:
     settings = engine_settings(model, cuda=cuda, **(options | {"dtype": chosen}))
     from vllm import LLM
 
-    llm = LLM(model=model, **settings)
+    with _engine_core_in_process(not cuda and settings.get("distributed_executor_backend") == "uni"):
+        llm = LLM(model=model, **settings)
     dtype = canonical_dtype(llm.llm_engine.model_config.dtype)
     if chosen != "auto" and dtype != chosen:
         log.warning("vLLM runs %s in %s, not the %s asked for", model, dtype, chosen)
