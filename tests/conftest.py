@@ -69,4 +69,3 @@ def user_shell_environment() -> dict[str, str]:
     """This process's environment less the engine log settings: what a command sees from a user's shell, whichever
     tests ran in this process before."""
     return {k: v for k, v in os.environ.items() if k not in ENGINE_LOG_VARIABLES}
-

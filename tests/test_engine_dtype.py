@@ -126,4 +126,3 @@ def test_cpu_engine_settings_run_one_worker_in_process_unless_parallel_or_asked_
     assert "distributed_executor_backend" not in engine_settings(model, cuda=False, tensor_parallel_size=2)
     assert "distributed_executor_backend" not in engine_settings(model, cuda=True)
     assert engine_settings(model, cuda=False, distributed_executor_backend="mp")["distributed_executor_backend"] == "mp"
-

@@ -65,7 +65,7 @@ def test_the_shipped_recipe_is_an_experiment_recipe_not_a_pipeline():
     # --set values arrive as YAML scalars: one seed is a list of one, an empty list is none
     config, _ = load_experiment("experiment", {"seeds": 7, "arms": "dpo,stepdpo", "maj_sets": ""}, budget="small")
     assert config.seeds == (7,) and config.arms == ("dpo", "stepdpo") and config.maj_sets == ()
-    # the shipped recipe leaves the engine to the budget, and a backend given wins over it
+    # a backend given on the command line wins over the recipe's
     assert config.backend == "auto" and load_experiment("experiment", {"backend": "hf"}, budget="small")[0].backend == "hf"
 
 

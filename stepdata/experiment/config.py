@@ -30,12 +30,12 @@ EVAL_SET_HELP = ("Held-out evaluation sets by name: embedded (the training step 
 # Sizes by budget. small: every part runs, in minutes (CI's smoke test); full: the measurement.
 BUDGETS: dict[str, dict[str, Any]] = {
     # small: SmolLM2 on 2 CPU cores in under 15 minutes (README: Experiments); 2 samples keep DPO-ST's 4 samplings short
-    "small": {"backend": "auto", "problems": 16, "samples": 2, "rectify_samples": 4, "rectify_per_problem": 2, "synth_rounds": 2,
+    "small": {"problems": 16, "samples": 2, "rectify_samples": 4, "rectify_per_problem": 2, "synth_rounds": 2,
               "synth_cuts": 1, "max_tokens": 96, "steps": 2, "batch_size": 4, "seeds": (0,),
               "eval_problems": 8, "eval_max_tokens": 96, "maj_k": 2, "maj_sets": ("embedded",),
               "eval_sets": ("embedded", "embedded-long")},
     # full: planned for about 2.5 hours on 2 CPU cores (see the README's Experiments for the estimate)
-    "full": {"backend": "auto", "problems": 320, "samples": 2, "rectify_samples": 4, "rectify_per_problem": 1, "synth_rounds": 2,
+    "full": {"problems": 320, "samples": 2, "rectify_samples": 4, "rectify_per_problem": 1, "synth_rounds": 2,
              "synth_cuts": 1, "max_tokens": 192, "steps": 8, "batch_size": 8, "seeds": (0, 1, 2),
              "eval_problems": 40, "eval_sizes": {"embedded": 120}, "eval_max_tokens": 256, "maj_k": 4,
              "maj_sets": ("embedded",),
@@ -52,10 +52,8 @@ class ExperimentConfig:
                                   "(the measurement).", choices=tuple(BUDGETS))
     model: str = setting("runs/quickstart/model-sft", "The start policy: a model folder (default: the quickstart's "
                                                       "warmed-up SmolLM2) or a name `stepdata model fetch` knows.")
-    backend: str | None = setting(None, "Engine for sampling and evaluation: auto (vLLM when installed), vllm or "
-                                        "hf (default: the budget's; small uses hf, whose start takes seconds where "
-                                        "a vLLM engine per evaluated model takes a minute on a CPU).",
-                                  choices=("auto", "vllm", "hf"))
+    backend: str = setting("auto", "Engine for sampling and evaluation: auto (vLLM when installed), vllm or hf.",
+                           choices=("auto", "vllm", "hf"))
     engine_options: tuple[str, ...] = setting((), "Passed to the engine, e.g. dtype=float32 (JSON values).",
                                               cli="--engine-option", multiple=True, metavar="KEY=VALUE")
     arms: tuple[str, ...] = setting(ARM_NAMES, "Arms to train and evaluate (comma-separated): "

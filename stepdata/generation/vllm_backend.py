@@ -95,7 +95,7 @@ def engine_settings(
     - chunked prefill is off: vLLM 0.32 on CPU kills the engine ("CPU Generator does not
       use offset") when a seeded request's prompt is split across prefill chunks;
     - one worker runs in the engine's own process (``distributed_executor_backend="uni"``), and
-      :func:`start_llm` keeps the engine core in the caller's process too: each spawned process
+      :func:`start_llm` keeps the offline engine's core in the caller's process too: each spawned process
       imports vLLM again, so on 2 cores a start took 30-45 s with them and 3-8 s without, with the
       same tokens/s, and a stage that starts an engine per model (evaluation, self-training) paid
       that start every time.
@@ -158,8 +158,11 @@ def _engine_core_in_process(wanted: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        os.environ.clear()
-        os.environ.update(before)
+        for name in set(os.environ) - set(before):
+            del os.environ[name]
+        for name, value in before.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
 
 
 def start_llm(model: str, **options: Any) -> tuple[Any, dict[str, Any], str]:
