@@ -35,6 +35,23 @@ def test_settings_are_refused_naming_them():
     assert seeded.seeds_of("stepdpo") == (3, 5) and seeded.seeds_of("sdpo") == (3,)  # main arms: every seed
 
 
+def test_the_maj_samples_top_p_is_recorded_only_when_it_differs_from_the_value_older_records_used():
+    from stepdata.experiment.config import MAJ_TOP_P_BEFORE
+    from stepdata.experiment.evaluation import eval_settings
+
+    def settings(**kwargs):
+        config = ExperimentConfig(budget="small", **kwargs)
+        return {name: eval_settings(config, "start", {}, name, {}) for name in ("embedded", "embedded-long")}
+
+    before = settings(maj_top_p=MAJ_TOP_P_BEFORE)  # what every record made before the setting existed holds
+    assert "maj_top_p" not in before["embedded"]  # so those runs resume with --set maj_top_p=0.95
+    plain = settings()
+    assert ExperimentConfig().maj_top_p == 1.0 and plain["embedded"]["maj_top_p"] == 1.0
+    assert plain["embedded-long"] == before["embedded-long"]  # greedy-only sets do not depend on it
+    with pytest.raises(SettingError, match="maj_top_p"):
+        ExperimentConfig(maj_top_p=1.5)
+
+
 def test_an_unknown_eval_set_or_a_missing_file_is_named_before_any_work():
     problems = check_eval_sets(ExperimentConfig(eval_sets=("embedded", "svmap"), maj_sets=("embedded",)))
     assert len(problems) == 1 and "unknown eval set 'svmap'" in problems[0] and "svamp" in problems[0]

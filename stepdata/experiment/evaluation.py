@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from stepdata.experiment.config import ExperimentConfig
+from stepdata.experiment.config import MAJ_TOP_P_BEFORE, ExperimentConfig
 from stepdata.experiment.units import finished, write_record
 
 
@@ -29,7 +29,9 @@ def eval_settings(config: ExperimentConfig, model_id: str, model_key: dict[str, 
     return {"model_id": model_id, "model": model_key, "set": set_name, "problems": problems,
             "max_tokens": config.eval_max_tokens, "maj_k": maj,
             "maj_temperature": config.maj_temperature if maj > 1 else None, "backend": config.backend,
-            "engine_options": list(config.engine_options), "template": "step_by_step"}
+            "engine_options": list(config.engine_options), "template": "step_by_step",
+            # named only when it differs from the value every earlier record was made with, so those still resume
+            **({"maj_top_p": config.maj_top_p} if maj > 1 and config.maj_top_p != MAJ_TOP_P_BEFORE else {})}
 
 
 def unit_name(model_id: str, set_name: str) -> str:
@@ -72,7 +74,7 @@ def evaluate_model_sets(config: ExperimentConfig, model_id: str, model_path: str
             _write_rows(greedy.rows, folder / result["rows"])
             if settings["maj_k"] > 1:
                 sampled = evaluate_model(engine, problems, data=name, sampling=SamplingConfig(
-                    n=settings["maj_k"], temperature=config.maj_temperature, top_p=0.95,
+                    n=settings["maj_k"], temperature=config.maj_temperature, top_p=config.maj_top_p,
                     max_tokens=config.eval_max_tokens, seed=0))
                 result["maj"] = _summary(sampled)
                 result["maj_rows"] = f"{unit_name(model_id, name)}.maj.parquet"
